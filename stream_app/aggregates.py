@@ -1,0 +1,270 @@
+"""Rolling per-customer aggregates, computed from the raw Redis state (pure, no I/O).
+
+Windows are event-time and day-aligned (UTC days): the ``W``-day window at time ``now``
+holds the days ``day(now) - W + 1 .. day(now)``. They slide as event time moves, and a
+late event counts in every window that still covers its day.
+
+>>> raw = RawCustomerState("acme", main={"lts": "172800000", "fs": "0", "n": "3",
+...     "na": "1", "a0": "login"}, days={"0": "60,0,2", "2": "0,0,1"}, seen={"uab": "2"})
+>>> agg = compute_aggregates(raw, now_ms=172800000, windows_days=[1, 7])
+>>> agg.windows["1d"].activity_events, agg.windows["7d"].activity_events
+(1, 3)
+>>> agg.windows["7d"].actions, agg.windows["7d"].active_days, agg.windows["1d"].active_users
+({'login': 3}, 2, 1)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, Field
+
+from .state import RawCustomerState
+
+DAY_MS = 86_400_000
+
+
+def day_of(ts_ms: int) -> int:
+    """UTC day number of an epoch-ms timestamp.
+
+    >>> day_of(0), day_of(86_399_999), day_of(86_400_000), day_of(-1)
+    (0, 0, 1, -1)
+    """
+    return ts_ms // DAY_MS
+
+
+def window_days(now_ms: int, window: int) -> range:
+    """The day numbers inside the ``window``-day window ending at ``now_ms``.
+
+    >>> list(window_days(3 * DAY_MS + 5, 2))
+    [2, 3]
+    """
+    today = day_of(now_ms)
+    return range(today - window + 1, today + 1)
+
+
+def _vec(raw: str | None, n: int) -> list[int]:
+    v = [0] * n
+    if raw:
+        for i, x in enumerate(raw.split(",")):
+            if i < n:
+                v[i] = int(x)
+            else:
+                v.append(int(x))
+    return v
+
+
+def _ms_to_dt(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms is not None else None
+
+
+class WindowAggregates(BaseModel):
+    """Aggregates over one event-time window."""
+
+    days: int
+    activity_events: int = 0
+    activity_duration_s: int = 0
+    actions: dict[str, int] = Field(default_factory=dict, description="top-N actions by name, the rest as 'other'")
+    active_users: int = 0
+    features_used: int = 0
+    active_days: int = 0
+    tickets_opened: int = 0
+    tickets_resolved: int = 0
+    tickets_reopened: int = 0
+    ticket_load: int = Field(0, description="priority-weighted tickets opened")
+    mean_time_to_resolve_h: float | None = None
+    sentiment_mean: float | None = None
+    nps_responses: int = 0
+    nps_mean: float | None = None
+    nps_promoters: int = 0
+    nps_passives: int = 0
+    nps_detractors: int = 0
+    nps: float | None = Field(None, description="%promoters - %detractors, -100..100")
+    csat_responses: int = 0
+    csat_mean: float | None = None
+    csat_satisfied: int = 0
+    csat: float | None = Field(None, description="satisfied (4-5) / responses, 0..1")
+    ces_responses: int = 0
+    ces_mean: float | None = None
+    renewals: int = 0
+    upgrades: int = 0
+    downgrades: int = 0
+    cancellations: int = 0
+    plan_changes: int = 0
+
+
+class CustomerAggregates(BaseModel):
+    """A customer's current aggregates (what ``stream-app customer ID --json`` prints)."""
+
+    customer_id: str
+    as_of: datetime | None
+    first_seen: datetime | None
+    last_event: datetime | None
+    last_activity: datetime | None
+    days_since_last_activity: float | None
+    events_applied: int
+    duplicates_ignored: int
+    subscription_status: str | None
+    plan: str | None
+    mrr: float | None
+    mrr_change: float | None = Field(None, description="MRR now minus MRR at the start of the longest window")
+    mrr_change_window_days: int
+    tenure_days: float | None
+    cancelled_at: datetime | None
+    open_tickets: int
+    open_ticket_load: int
+    last_nps: int | None
+    last_nps_at: datetime | None
+    windows: dict[str, WindowAggregates]
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def compute_window(raw: RawCustomerState, now_ms: int, window: int) -> WindowAggregates:
+    """Sum the day buckets that fall inside one window."""
+    main = raw.main
+    n_slots = int(main.get("na", "0"))
+    slot_names = [main.get(f"a{i}", f"slot{i}") for i in range(n_slots)]
+    days = window_days(now_ms, window)
+    lo, hi = days.start, days.stop - 1
+    w = WindowAggregates(days=window)
+    actions = [0] * n_slots
+    other = 0
+    for d_str, val in raw.days.items():
+        d = int(d_str)
+        if lo <= d <= hi:
+            v = _vec(val, 2 + n_slots)
+            w.activity_duration_s += v[0]
+            other += v[1]
+            for i in range(n_slots):
+                actions[i] += v[2 + i]
+            if sum(v[1:]) > 0:
+                w.active_days += 1
+    w.activity_events = other + sum(actions)
+    w.actions = {name: c for name, c in zip(slot_names, actions) if c}
+    if other:
+        w.actions["other"] = other
+    for member, last_day in raw.seen.items():
+        if int(last_day) >= lo:
+            if member.startswith("u"):
+                w.active_users += 1
+            else:
+                w.features_used += 1
+    ttr_s = ttr_n = sent = sent_n = 0
+    nps_sum = csat_sum = ces_sum = 0
+    for f, val in main.items():
+        kind = f[0]
+        if kind not in "tsb" or not f[1:].isdigit():
+            continue
+        d = int(f[1:])
+        if not lo <= d <= hi:
+            continue
+        if kind == "t":
+            v = _vec(val, 8)
+            w.tickets_opened += v[0]
+            w.tickets_resolved += v[1]
+            w.tickets_reopened += v[2]
+            w.ticket_load += v[3]
+            ttr_s += v[4]
+            ttr_n += v[5]
+            sent += v[6]
+            sent_n += v[7]
+        elif kind == "s":
+            v = _vec(val, 10)
+            w.nps_responses += v[0]
+            nps_sum += v[1]
+            w.nps_promoters += v[2]
+            w.nps_passives += v[3]
+            w.nps_detractors += v[4]
+            w.csat_responses += v[5]
+            csat_sum += v[6]
+            w.csat_satisfied += v[7]
+            w.ces_responses += v[8]
+            ces_sum += v[9]
+        else:
+            v = _vec(val, 6)
+            w.renewals += v[1]
+            w.upgrades += v[2]
+            w.downgrades += v[3]
+            w.cancellations += v[4]
+    w.plan_changes = w.upgrades + w.downgrades
+    w.mean_time_to_resolve_h = ttr_s / ttr_n / 3600 if ttr_n else None
+    w.sentiment_mean = sent / sent_n / 1000 if sent_n else None
+    w.nps_mean = nps_sum / w.nps_responses if w.nps_responses else None
+    if w.nps_responses:
+        w.nps = 100 * (w.nps_promoters - w.nps_detractors) / w.nps_responses
+    w.csat_mean = csat_sum / 1000 / w.csat_responses if w.csat_responses else None
+    w.csat = w.csat_satisfied / w.csat_responses if w.csat_responses else None
+    w.ces_mean = ces_sum / 1000 / w.ces_responses if w.ces_responses else None
+    return w
+
+
+def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
+    """MRR (cents) in force when the window opened: the newest change point before it,
+    else the first one inside it (a customer younger than the window)."""
+    before: tuple[int, int] | None = None
+    first_inside: tuple[int, int] | None = None
+    for f, val in main.items():
+        if f[0] != "m" or not f[1:].isdigit():
+            continue
+        ts_s, cents_s = val.split(",")
+        point = (int(ts_s), int(cents_s))
+        if int(f[1:]) < start_day:
+            if before is None or point[0] > before[0]:
+                before = point
+        elif first_inside is None or point[0] < first_inside[0]:
+            first_inside = point
+    chosen = before or first_inside
+    return chosen[1] if chosen else None
+
+
+def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> CustomerAggregates:
+    """All aggregates of one customer as of event time ``now_ms`` (default: its last event)."""
+    main = raw.main
+
+    def opt_int(key: str) -> int | None:
+        v = main.get(key)
+        return int(v) if v is not None else None
+
+    last_ts = opt_int("lts")
+    now = now_ms if now_ms is not None else last_ts
+    lact = opt_int("lact")
+    start = opt_int("start")
+    first_seen = opt_int("fs")
+    mrr_cents = opt_int("mrr")
+    longest = max(windows_days)
+    windows: dict[str, WindowAggregates] = {}
+    if now is not None:
+        for w in windows_days:
+            windows[f"{w}d"] = compute_window(raw, now, w)
+    mrr_change = None
+    if now is not None and mrr_cents is not None:
+        base = _mrr_at_window_start(main, window_days(now, longest).start)
+        if base is not None:
+            mrr_change = round((mrr_cents - base) / 100, 2)
+    tenure_from = start if start is not None else first_seen
+    last_nps = opt_int("npsl")
+    return CustomerAggregates(
+        customer_id=raw.customer_id,
+        as_of=_ms_to_dt(now),
+        first_seen=_ms_to_dt(first_seen),
+        last_event=_ms_to_dt(last_ts),
+        last_activity=_ms_to_dt(lact),
+        days_since_last_activity=round((now - lact) / DAY_MS, 3) if (now is not None and lact is not None) else None,
+        events_applied=int(main.get("n", "0")),
+        duplicates_ignored=int(main.get("dup", "0")),
+        subscription_status=main.get("st"),
+        plan=main.get("plan"),
+        mrr=round(mrr_cents / 100, 2) if mrr_cents is not None else None,
+        mrr_change=mrr_change,
+        mrr_change_window_days=longest,
+        tenure_days=round((now - tenure_from) / DAY_MS, 3) if (now is not None and tenure_from is not None) else None,
+        cancelled_at=_ms_to_dt(opt_int("cts")) if main.get("st") == "cancelled" else None,
+        open_tickets=int(main.get("on", "0")),
+        open_ticket_load=int(main.get("ow", "0")),
+        last_nps=last_nps,
+        last_nps_at=_ms_to_dt(opt_int("npst")),
+        windows=windows,
+    )

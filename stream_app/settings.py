@@ -1,0 +1,188 @@
+"""All configuration in one object, read from environment variables.
+
+Every knob the worker, the CLI and the demo use lives here, so one ``Settings()``
+describes a deployment. Secrets are ``SecretStr`` so they never reach logs or
+``repr``.
+
+>>> s = Settings(_env_file=None, topic_prefix="acme.", windows_days=[7, 28])
+>>> s.topic("activity"), s.max_window_days
+('acme.activity', 28)
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Logical input topics; the real names are ``topic_prefix + name``.
+INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
+#: Logical output topics.
+OUTPUT_TOPICS: tuple[str, ...] = ("alerts", "scores", "deadletter")
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Settings(BaseSettings):
+    """Deployment configuration (environment variables, case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------
+    broker_url: str | None = Field(
+        default=None,
+        description="e.g. kafka://127.0.0.1:9092 (comma-separate several). Unset: the demo starts an embedded broker.",
+    )
+    broker_security_protocol: SecurityProtocol = "PLAINTEXT"
+    broker_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    broker_sasl_username: str | None = None
+    broker_sasl_password: SecretStr | None = None
+    broker_ssl_cafile: str | None = None
+    broker_ssl_certfile: str | None = None
+    broker_ssl_keyfile: str | None = None
+    topic_prefix: str = "cs."
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_replication: int = Field(default=1, ge=1, le=16)
+    app_id: str = Field(default="churn-stream", min_length=1, description="Faust app id = consumer group")
+    # Faust's default (60 s) makes every start-up and rebalance wait that long on a
+    # single-node broker; a few seconds is plenty when processing a batch is fast.
+    rebalance_timeout_s: float = Field(default=20.0, gt=0)
+    session_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://[user:password@]host:port/db or rediss:// for TLS. Unset/unreachable: the demo embeds one.",
+    )
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: str | None = None
+    key_prefix: str = Field(default="cs:", min_length=1, description="Prefix of every Redis key this app writes")
+    redis_retry_max_s: float = Field(default=5.0, gt=0, description="Cap of the back-off while Redis is down")
+
+    # --- Ingestion and state -------------------------------------------------------------
+    windows_days: list[int] = Field(default=[7, 30, 90], min_length=1)
+    top_actions: int = Field(default=8, ge=1, le=32, description="Actions tracked by name; the rest pool as 'other'")
+    dedupe_days: int = Field(
+        default=7,
+        ge=1,
+        le=400,
+        description="Event-time horizon of event_id de-duplication (redelivery is exact at any age, by offsets)",
+    )
+    max_message_bytes: int = Field(default=65536, ge=1024)
+    future_tolerance_hours: float = Field(default=24.0, ge=0)
+    ticket_retention_days: int = Field(default=30, ge=1, description="Resolved tickets are remembered this long")
+    max_open_tickets: int = Field(default=200, ge=1)
+    max_tracked_users: int = Field(default=500, ge=1, description="Distinct users+features remembered per customer")
+    priority_weights: dict[str, int] = Field(default={"low": 1, "normal": 2, "high": 4, "urgent": 8})
+    batch_max: int = Field(default=500, ge=1, description="Events per Faust take() batch")
+    batch_within_s: float = Field(default=0.05, gt=0)
+
+    # --- Web / ops ---------------------------------------------------------------------
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_enabled: bool = False
+    log_level: str = "info"
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows_positive_sorted(cls, v: list[int]) -> list[int]:
+        if any(w < 1 or w > 366 for w in v):
+            raise ValueError("windows_days: every window must be 1..366 days")
+        return sorted(set(v))
+
+    @field_validator("priority_weights")
+    @classmethod
+    def _weights_cover_priorities(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = {"low", "normal", "high", "urgent"} - set(v)
+        if missing:
+            raise ValueError(f"priority_weights: missing priorities {sorted(missing)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("priority_weights: weights must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> "Settings":
+        if self.broker_security_protocol.startswith("SASL") and not (
+            self.broker_sasl_username and self.broker_sasl_password
+        ):
+            raise ValueError(
+                "broker_sasl_username/broker_sasl_password: required when broker_security_protocol is SASL_*"
+            )
+        return self
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def max_window_days(self) -> int:
+        return max(self.windows_days)
+
+    def topic(self, logical: str) -> str:
+        """Real topic name of a logical topic (``activity`` -> ``cs.activity``)."""
+        return f"{self.topic_prefix}{logical}"
+
+    @cached_property
+    def input_topics(self) -> dict[str, str]:
+        """Real topic name -> logical name, for the four input topics."""
+        return {self.topic(t): t for t in INPUT_TOPICS}
+
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` list for aiokafka / kafka-python, from ``broker_url``."""
+        if not self.broker_url:
+            raise ValueError("broker_url: not set (BROKER_URL)")
+        out: list[str] = []
+        for part in self.broker_url.replace(";", ",").split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                out.append(part)
+        return out
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Security options for aiokafka clients (admin, producer, consumer)."""
+        kw: dict[str, object] = {"security_protocol": self.broker_security_protocol}
+        if self.broker_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.broker_ssl_cafile)
+            if self.broker_ssl_certfile:
+                ctx.load_cert_chain(self.broker_ssl_certfile, self.broker_ssl_keyfile)
+            kw["ssl_context"] = ctx
+        if self.broker_security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = self.broker_sasl_mechanism
+            kw["sasl_plain_username"] = self.broker_sasl_username
+            kw["sasl_plain_password"] = (
+                self.broker_sasl_password.get_secret_value() if self.broker_sasl_password else None
+            )
+        return kw
+
+    def redacted(self) -> dict[str, object]:
+        """Settings as a dict safe to print: secrets and URL passwords masked."""
+        d = self.model_dump()
+        for k, v in list(d.items()):
+            if isinstance(v, SecretStr) or (k.endswith("password") and v is not None):
+                d[k] = "**********"
+        for k in ("broker_url", "redis_url"):
+            if d.get(k):
+                d[k] = redact_url(str(d[k]))
+        return d
+
+
+def redact_url(url: str) -> str:
+    """Mask the password in ``scheme://user:password@host``.
+
+    >>> redact_url("redis://app:s3cret@db:6379/0")
+    'redis://app:***@db:6379/0'
+    """
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

