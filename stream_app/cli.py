@@ -1,0 +1,199 @@
+"""``stream-app``: the command line (worker, demo, replay, simulate, customer, schemas)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
+
+console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError: name the variable and the rule
+        console.print(f"[red]configuration error:[/red] {exc}")
+        sys.exit(2)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def all_topics(settings: Settings) -> dict[str, int]:
+    topics = {settings.topic(t): settings.topic_partitions for t in INPUT_TOPICS}
+    topics.update({settings.topic(t): settings.topic_partitions for t in ("alerts", "scores")})
+    topics[settings.topic("deadletter")] = 1
+    assert set(OUTPUT_TOPICS) <= {t[len(settings.topic_prefix) :] for t in topics}
+    return topics
+
+
+@click.group()
+def main() -> None:
+    """churn-stream: real-time customer health on Kafka, Faust and Redis."""
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust worker (needs BROKER_URL and REDIS_URL)."""
+    import faust
+
+    from .app import create_app
+    from .embedded import ensure_topics
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    asyncio.run(
+        ensure_topics(
+            settings.bootstrap_servers(),
+            all_topics(settings),
+            settings.topic_replication,
+            settings.kafka_client_kwargs(),
+        )
+    )
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible)")
+def replay(file: str, rate: float | None) -> None:
+    """Produce a JSON Lines file (optionally .gz) of contract events to Kafka."""
+    from .replay import replay as do_replay
+
+    settings = load_settings()
+    with Progress(
+        TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("replay", total=None)
+        report = asyncio.run(do_replay(file, settings, rate, lambda n: progress.update(task, completed=n)))
+    console.print(f"produced {report.produced} events in {report.seconds:.1f}s ({report.rate:,.0f}/s): {report.by_topic}")
+    for lineno, reason in report.unroutable[:20]:
+        console.print(f"[yellow]line {lineno} not produced:[/yellow] {reason}")
+    if report.unroutable:
+        console.print(f"[yellow]{len(report.unroutable)} line(s) could not be routed to a topic[/yellow]")
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("customer_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON")
+@click.option("--as-of", default=None, help="Event time (ISO-8601); default: the newest event time applied")
+def customer(customer_id: str, as_json: bool, as_of: str | None) -> None:
+    """Print one customer's current aggregates."""
+    from .aggregates import compute_aggregates
+    from .app import redis_client
+    from .state import StateStore
+
+    settings = load_settings()
+
+    async def read() -> tuple[object, int]:
+        client = redis_client(settings)
+        try:
+            store = StateStore(client, settings)
+            raw = await store.read(customer_id)
+            now = await store.watermark()
+            return raw, (now or -1)
+        finally:
+            await client.aclose()
+
+    raw, wm = asyncio.run(read())
+    if not raw.exists:  # type: ignore[attr-defined]
+        console.print(f"[red]no state for customer {customer_id!r}[/red]")
+        sys.exit(1)
+    now_ms = int(datetime.fromisoformat(as_of).timestamp() * 1000) if as_of else None
+    if now_ms is None:
+        last = int(raw.main.get("lts", "-1"))  # type: ignore[attr-defined]
+        now_ms = max(wm, last)
+    agg = compute_aggregates(raw, now_ms, settings.windows_days)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(agg.model_dump_json(indent=2))
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{agg.customer_id}[/bold]  as of {agg.as_of}  status={agg.subscription_status}  "
+                  f"plan={agg.plan}  MRR={agg.mrr}  ({agg.mrr_change:+} over {agg.mrr_change_window_days}d)"
+                  if agg.mrr_change is not None else f"[bold]{agg.customer_id}[/bold]  as of {agg.as_of}")
+    table = Table("metric", *agg.windows.keys())
+    rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days", "actions")]
+    for k in rows:
+        table.add_row(k, *[str(getattr(w, k)) for w in agg.windows.values()])
+    console.print(table)
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Directory to write <name>.schema.json")
+def schemas(out: str | None) -> None:
+    """Write (or print) the JSON Schema of every wire message."""
+    from schemas import json_schemas
+
+    all_schemas = json_schemas()
+    if out is None:
+        click.echo(json.dumps(all_schemas, indent=2))
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, schema in all_schemas.items():
+        (Path(out) / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    console.print(f"wrote {len(all_schemas)} schemas to {out}")
+
+
+@main.command()
+@click.option("--customers", type=int, default=300, show_default=True)
+@click.option("--days", type=int, default=90, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--start", default="2026-01-01T00:00:00+00:00", show_default=True, help="First simulated day (ISO)")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="JSON Lines output (.gz to compress)")
+@click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth per customer (JSON Lines)")
+def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: str | None) -> None:
+    """Generate a realistic event history (and its ground truth) to files."""
+    from .simulator import SimConfig, Simulator, write_jsonl, write_truth
+
+    cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc))
+    sim = Simulator(cfg)
+    with Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as p:
+        task = p.add_task("simulate", total=None)
+
+        def counted():  # type: ignore[no-untyped-def]
+            for i, e in enumerate(sim.events(), start=1):
+                if i % 5000 == 0:
+                    p.update(task, completed=i)
+                yield e
+
+        n = write_jsonl(out, counted())
+        p.update(task, completed=n)
+    console.print(f"wrote {n} events for {customers} customers over {days} days to {out}")
+    if truth:
+        write_truth(truth, sim.truth())
+        console.print(f"wrote ground truth to {truth}")
+
+
+@main.command()
+@click.option("--customers", type=int, default=300, show_default=True)
+@click.option("--days", type=int, default=120, show_default=True, help="Simulated days of history to stream")
+@click.option("--speed", type=float, default=2.0, show_default=True, help="Simulated days per wall-clock second")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)")
+def demo(customers: int, days: int, speed: float, duration: float | None) -> None:
+    """Everything embedded: broker, Redis, worker, simulator and a live view. Ctrl-C stops it."""
+    from .demo import run_demo
+
+    setup_logging(os.environ.get("LOG_LEVEL", "warning"))
+    sys.exit(run_demo(customers=customers, days=days, speed=speed, duration=duration))
+
+
+if __name__ == "__main__":
+    main()
