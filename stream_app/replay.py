@@ -82,6 +82,16 @@ async def replay(
     """Produce every routable line; ``rate`` caps events/s (None: as fast as possible)."""
     from aiokafka import AIOKafkaProducer
 
+    from .embedded import ensure_topics
+
+    # A producer would otherwise auto-create missing topics with the broker's default
+    # partition count, not ours (and a customer's events would then be keyed elsewhere).
+    await ensure_topics(
+        settings.bootstrap_servers(),
+        {settings.topic(t): settings.topic_partitions for t in INPUT_TOPICS},
+        settings.topic_replication,
+        settings.kafka_client_kwargs(),
+    )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers(),
         acks="all",
