@@ -12,7 +12,7 @@ KEYS (all hash-tagged with the customer):
   2 D  hash: activity day buckets  day -> "dur,other,c0,c1,..." (c_i = tracked action i)
   3 X  hash: last active day of each user (u<hash>) and feature (f<name>)
   4 K  hash: tickets  ticket<hash> -> "state,opened_ms,last_ms,weight"
-  5 E  hash: day -> concatenated 12-char event_id digests (de-duplication)
+  5 E  hash: "<day>.<k>" -> up to 7 concatenated 8-char event_id digests (de-duplication)
 ARGV:
   1 longest window (days)   2 dedupe horizon (days)   3 tracked actions N
   4 ticket retention (days) 5 max open tickets        6 max tracked users+features
@@ -170,7 +170,7 @@ local function prune(today)
   end
   local ek = redis.call('HKEYS', E)
   for _, f in ipairs(ek) do
-    if tonumber(f) <= today - DEDUPE then redis.call('HDEL', E, f) end
+    if tonumber(string.match(f, '^(-?%d+)')) <= today - DEDUPE then redis.call('HDEL', E, f) end
   end
   local ks = redis.call('HGETALL', K)
   local cutoff = (today - TRET) * DAY
@@ -382,17 +382,32 @@ for i, e in ipairs(evs) do
     local lts = num(redis.call('HGET', H, 'lts'), nil)
     local newest = (lts and lts > ts) and lts or ts
     local today = math.floor(newest / DAY)
-    -- event_id de-duplication within the horizon (by the event's own day)
+    -- event_id de-duplication within the horizon (by the event's own day). Digests are
+    -- kept in chunks "<day>.<k>" of at most 7 (56 bytes) so the hash stays a listpack.
     if day > today - DEDUPE then
-      local blob = redis.call('HGET', E, day) or ''
-      local s = 1
+      local k = 0
+      local last = nil
       while true do
-        local at = string.find(blob, id, s, true)
-        if not at then break end
-        if (at - 1) % 12 == 0 then status = 2; break end
-        s = at + 1
+        local blob = redis.call('HGET', E, day .. '.' .. k)
+        if not blob then break end
+        local s = 1
+        while true do
+          local at = string.find(blob, id, s, true)
+          if not at then break end
+          if (at - 1) % 8 == 0 then status = 2; break end
+          s = at + 1
+        end
+        if status == 2 then break end
+        last = blob
+        k = k + 1
       end
-      if status == 1 then redis.call('HSET', E, day, blob .. id) end
+      if status == 1 then
+        if last ~= nil and string.len(last) < 56 then
+          redis.call('HSET', E, day .. '.' .. (k - 1), last .. id)
+        else
+          redis.call('HSET', E, day .. '.' .. k, id)
+        end
+      end
     end
     if status == 1 then
       if lts == nil or ts > lts then redis.call('HSET', H, 'lts', ts) end
