@@ -1,12 +1,16 @@
 """The Faust app, wired as the data flow:
 
-    cs.activity ┐
-    cs.tickets  ├─> ingest agents ──> Ingestor ──> Redis (per-customer state, atomic per customer)
-    cs.surveys  │     (take_events          └────> cs.deadletter (invalid input, with reasons)
-    cs.subscriptions┘  batches)
+    cs.activity ┐                               ┌─> Redis: per-customer state (atomic per customer)
+    cs.tickets  ├─> ingest agents ─> Ingestor ──┼─> cs.deadletter   invalid input, with reasons
+    cs.surveys  │   (take_events      + Scorer  ├─> cs.alerts       at-risk alerts
+    cs.subscriptions┘  batches)                 ├─> cs.scores       health snapshots
+                                                └─> cs.model-examples (1 partition) ─> learn agent
+                                                                     └─> Redis: model checkpoint ─> scorers
 
 Each input topic has one agent; all of them hand batches of raw records to the same
-``Ingestor`` (decode -> validate -> apply -> dead-letter -> progress). Values stay raw
+``Ingestor`` (decode -> validate -> apply -> dead-letter -> score/alert -> progress).
+Resolved training examples go through one single-partition topic, so however many workers
+run there is exactly one learner (the owner of that partition) and one model. Values stay raw
 bytes (``value_serializer="raw"``) so validation, not Faust, decides what is bad input and
 a bad message can never crash the worker.
 """
@@ -20,10 +24,13 @@ from typing import Any, Callable
 import faust
 import redis.asyncio as aioredis
 
-from schemas import DeadLetter
+from schemas import Alert, DeadLetter, ScoreSnapshot
+
+import orjson
 
 from .ingest import Ingestor, Record
-from .settings import INPUT_TOPICS, Settings
+from .scorer import Learner
+from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, Settings
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -62,29 +69,52 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+class FaustOutputs:
+    """Publishes to the output topics and waits for the broker's acknowledgements."""
+
+    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
+        self.topics = topics
+
+    async def _send(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+        t = self.topics[topic]
+        futures = [await t.send(key=k, value=v) for k, v in items]
+        await asyncio.gather(*futures)
+
+    async def dead_letters(self, letters: list[DeadLetter]) -> None:
+        await self._send("deadletter", [(d.dead_letter_id.encode(), d.model_dump_json().encode()) for d in letters])
+
+    async def alerts(self, alerts: list[Alert]) -> None:
+        await self._send("alerts", [(a.customer_id.encode(), a.model_dump_json().encode()) for a in alerts])
+
+    async def scores(self, scores: list[ScoreSnapshot]) -> None:
+        await self._send("scores", [(s.customer_id.encode(), s.model_dump_json().encode()) for s in scores])
+
+    async def examples(self, examples: list[dict[str, Any]]) -> None:
+        await self._send("examples", [(None, orjson.dumps(e)) for e in examples])
+
+
 class Runtime:
     """What the agents share inside the worker's event loop, created on first use."""
 
-    def __init__(self, settings: Settings, deadletter_topic: faust.TopicT) -> None:
+    def __init__(self, settings: Settings, outputs: FaustOutputs) -> None:
         self.settings = settings
-        self.deadletter_topic = deadletter_topic
+        self.outputs = outputs
         self._ingestor: Ingestor | None = None
+        self._learner: Learner | None = None
         self._lock = asyncio.Lock()
 
     async def ingestor(self) -> Ingestor:
         async with self._lock:
             if self._ingestor is None:
                 store = StateStore(redis_client(self.settings), self.settings)
-                self._ingestor = Ingestor(store, self.settings, self.publish_dead_letters)
+                self._ingestor = Ingestor(store, self.settings, self.outputs)
             return self._ingestor
 
-    async def publish_dead_letters(self, letters: list[DeadLetter]) -> None:
-        """Send and wait for the broker's acknowledgement of every dead letter."""
-        futures = [
-            await self.deadletter_topic.send(key=d.dead_letter_id.encode(), value=d.model_dump_json().encode())
-            for d in letters
-        ]
-        await asyncio.gather(*futures)
+    async def learner(self) -> Learner:
+        async with self._lock:
+            if self._learner is None:
+                self._learner = Learner(redis_client(self.settings), self.settings)
+            return self._learner
 
 
 def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
@@ -105,6 +135,21 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
                 raise
 
     return ingest
+
+
+def _learn_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
+    async def learn(stream: faust.StreamT) -> None:
+        learner = await runtime.learner()
+        async for events in stream.take_events(1000, within=0.5):
+            examples = [orjson.loads(e.message.value) for e in events]
+            try:
+                await learner.learn(examples)
+            except BaseException:
+                for e in events:  # same rule as ingestion: nothing acknowledged unless learnt
+                    e.message.incref()
+                raise
+
+    return learn
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -139,9 +184,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
         )
         for logical in INPUT_TOPICS
     }
-    deadletter = app.topic(settings.topic("deadletter"), key_serializer="raw", value_serializer="raw", partitions=1)
-    runtime = Runtime(settings, deadletter)
+    def out_topic(logical: str, partitions: int) -> faust.TopicT:
+        return app.topic(settings.topic(logical), key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+    outputs = FaustOutputs({
+        "deadletter": out_topic("deadletter", 1),
+        "alerts": out_topic("alerts", settings.topic_partitions),
+        "scores": out_topic("scores", settings.topic_partitions),
+        "examples": out_topic(EXAMPLES_TOPIC, 1),
+    })
+    runtime = Runtime(settings, outputs)
     for logical, topic in topics.items():
         app.agent(topic, name=f"stream_app.ingest_{logical}")(_ingest_agent(runtime))
+    app.agent(outputs.topics["examples"], name="stream_app.learn")(_learn_agent(runtime))
     app.runtime = runtime  # type: ignore[attr-defined]  # for tools and tests
     return app

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
+from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 
 console = Console(stderr=True)
 
@@ -38,6 +38,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
     topics = {settings.topic(t): settings.topic_partitions for t in INPUT_TOPICS}
     topics.update({settings.topic(t): settings.topic_partitions for t in ("alerts", "scores")})
     topics[settings.topic("deadletter")] = 1
+    topics[settings.topic(EXAMPLES_TOPIC)] = 1  # one partition: one learner, one model
     assert set(OUTPUT_TOPICS) <= {t[len(settings.topic_prefix) :] for t in topics}
     return topics
 

@@ -7,11 +7,12 @@ a real Redis. The order of effects is what makes a crash anywhere harmless:
 2. skip records at or below it; decode and validate the rest, in offset order;
 3. apply valid events (atomic per customer, with offset and event_id bookkeeping);
 4. publish dead letters and wait for the broker's acknowledgement;
-5. advance each partition's progress.
+5. refresh the touched customers' scores and alerts (``scorer.Scorer``), resolve due labels;
+6. advance each partition's progress.
 
-A crash before 5 replays the batch: step 3 recognises what it already applied, a dead
-letter may be published again with the same ``dead_letter_id`` (at-least-once, keyed
-for de-duplication). While Redis or the broker is down the batch is retried with back-off
+A crash before 6 replays the batch: step 3 recognises what it already applied, step 5
+re-derives the same alerts with the same ids, a dead letter may be published again with
+the same ``dead_letter_id`` (at-least-once, keyed for de-duplication). While Redis or the broker is down the batch is retried with back-off
 and never acknowledged, so Kafka offsets are never committed past unapplied records.
 """
 
@@ -33,8 +34,11 @@ from redis.exceptions import BusyLoadingError
 
 from schemas import DeadLetter, format_errors
 
+from .alerts import Trigger
+
 from .decoding import check_not_future, decode
 from .settings import Settings
+from .scorer import ModelHolder, Outputs, Scorer, triggers_of
 from .state import ALREADY_APPLIED, APPLIED, DUPLICATE, SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,6 @@ TRANSIENT_ERRORS = (
 )
 P = ParamSpec("P")
 T = TypeVar("T")
-
-PublishDeadLetters = Callable[[list[DeadLetter]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,16 @@ class Ingestor:
         self,
         store: StateStore,
         settings: Settings,
-        publish_dead_letters: PublishDeadLetters,
+        outputs: Outputs,
         clock: Callable[[], float] = time.time,
+        model: ModelHolder | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
-        self.publish_dead_letters = publish_dead_letters
+        self.outputs = outputs
+        self.scorer = Scorer(store, settings, outputs, model or ModelHolder(settings))
+        self._last_resolve = 0.0
         self.stats = IngestStats()
         self._tolerance_ms = int(settings.future_tolerance_hours * 3_600_000)
         self._stopping = False
@@ -148,20 +153,32 @@ class Ingestor:
                 )
             )
 
+        # customers whose state this batch changed (or may have changed before a crash)
+        touched: dict[str, list[Trigger]] = {}
         if valid:
             statuses = await self._retry(self.store.apply, valid)
             for se, status in zip(valid, statuses):
+                if status == DUPLICATE:
+                    self.stats.duplicates[se.topic] += 1
+                    continue
                 if status == APPLIED:
                     self.stats.applied[se.topic] += 1
-                elif status == DUPLICATE:
-                    self.stats.duplicates[se.topic] += 1
                 elif status == ALREADY_APPLIED:
                     self.stats.redelivered[se.topic] += 1
+                triggers = touched.setdefault(se.event.customer_id, [])
+                trig = triggers_of(se.event)
+                if trig is not None:
+                    triggers.append(trig)
         if dead:
-            await self._retry(self.publish_dead_letters, dead)
+            await self._retry(self.outputs.dead_letters, dead)
             for d in dead:
                 self.stats.dead_lettered[d.topic] += 1
                 log.warning("dead-lettered %s: %s", d.dead_letter_id, d.error)
+        if touched:
+            await self._retry(self.scorer.refresh, touched)
+        if self.clock() - self._last_resolve >= self.settings.label_resolve_interval_s:
+            await self._retry(self.scorer.resolve_labels)
+            self._last_resolve = self.clock()
         for tp, off in top_offset.items():
             if off > progress.get(tp, (-1, -1))[0]:
                 wm = max(progress.get(tp, (-1, -1))[1], newest.get(tp, -1))

@@ -12,15 +12,20 @@ describes a deployment. Secrets are ``SecretStr`` so they never reach logs or
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .scoring import ScorecardConfig
 
 #: Logical input topics; the real names are ``topic_prefix + name``.
 INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
 #: Logical output topics.
 OUTPUT_TOPICS: tuple[str, ...] = ("alerts", "scores", "deadletter")
+#: Internal topic: resolved training examples, to the single learner (one partition).
+EXAMPLES_TOPIC = "model-examples"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -83,6 +88,18 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, description="Events per Faust take() batch")
     batch_within_s: float = Field(default=0.05, gt=0)
 
+    # --- Scoring, model and alerts ------------------------------------------------------
+    scorecard_file: str | None = Field(default=None, description="YAML with weights, bands and factor ranges")
+    label_horizon_days: int = Field(default=30, ge=1, le=365, description="A cancellation within this many days labels a snapshot positive")
+    snapshot_every_days: int = Field(default=7, ge=1, le=90, description="Label snapshots per customer: at most one per this many days")
+    model_min_labels: int = Field(default=300, ge=1, description="Labels before the online model replaces the health prior")
+    model_min_positives: int = Field(default=15, ge=1)
+    checkpoint_interval_s: float = Field(default=5.0, gt=0, description="Learner checkpoint cadence (and every 500 examples)")
+    risk_alert_threshold: float = Field(default=0.5, gt=0, lt=1, description="churn_risk alert when the probability reaches this")
+    risk_alert_exit: float = Field(default=0.35, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")
+    score_publish_delta: float = Field(default=2.0, ge=0, description="cs.scores on a change of at least this many points")
+    label_resolve_interval_s: float = Field(default=1.0, ge=0)
+
     # --- Web / ops ---------------------------------------------------------------------
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_enabled: bool = False
@@ -114,6 +131,12 @@ class Settings(BaseSettings):
                 "broker_sasl_username/broker_sasl_password: required when broker_security_protocol is SASL_*"
             )
         return self
+
+    def scorecard(self) -> "ScorecardConfig":
+        """The scorecard configuration (``scorecard_file`` or the defaults), validated."""
+        from .scoring import ScorecardConfig
+
+        return ScorecardConfig.from_file(self.scorecard_file) if self.scorecard_file else ScorecardConfig()
 
     # --- derived -----------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ single-slot Lua script and the layout works unchanged on Redis Cluster):
     {prefix}c:{<tag>}:x      hash  last-seen day per user / feature
     {prefix}c:{<tag>}:k      hash  tickets (state, opened, last, weight)
     {prefix}c:{<tag>}:e      hash  event_id digests per day (de-duplication)
+    {prefix}c:{<tag>}:l      hash  pending label snapshots (day -> frozen model features)
     {prefix}p:{<topic>}:<n>  hash  partition progress: handled offset, newest event time
     {prefix}wm               string newest event time applied anywhere (read-side "now")
 
@@ -88,14 +89,19 @@ class CustomerKeys:
     seen: str
     tickets: str
     dedupe: str
+    snapshots: str
 
     @classmethod
     def for_customer(cls, prefix: str, customer_id: str) -> "CustomerKeys":
         base = f"{prefix}c:{{{hash_tag(customer_id)}}}"
-        return cls(base, f"{base}:d", f"{base}:x", f"{base}:k", f"{base}:e")
+        return cls(base, f"{base}:d", f"{base}:x", f"{base}:k", f"{base}:e", f"{base}:l")
+
+    def script_keys(self) -> list[str]:
+        """The keys ``apply_events.lua`` takes, in its order."""
+        return [self.main, self.days, self.seen, self.tickets, self.dedupe]
 
     def all(self) -> list[str]:
-        return [self.main, self.days, self.seen, self.tickets, self.dedupe]
+        return [*self.script_keys(), self.snapshots]
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ class StateStore:
         calls = []
         for cid, idx in groups.items():
             payload = orjson.dumps([encode_for_script(events[i], weights) for i in idx])
-            calls.append((self.keys(cid).all(), payload))
+            calls.append((self.keys(cid).script_keys(), payload))
         try:
             results = await self._run(sha, calls)
         except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load again once
@@ -246,19 +252,28 @@ class StateStore:
 
     # --- reads ----------------------------------------------------------------------------
     async def read(self, customer_id: str) -> RawCustomerState:
-        k = self.keys(customer_id)
+        return (await self.read_many([customer_id]))[0]
+
+    async def read_many(self, customer_ids: Sequence[str]) -> list[RawCustomerState]:
+        """Several customers' state in one pipelined round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(k.main)
-        pipe.hgetall(k.days)
-        pipe.hgetall(k.seen)
-        pipe.hgetall(k.tickets)
-        pipe.hlen(k.dedupe)
-        main, days, seen, tickets, ndedupe = await pipe.execute()
+        for cid in customer_ids:
+            k = self.keys(cid)
+            pipe.hgetall(k.main)
+            pipe.hgetall(k.days)
+            pipe.hgetall(k.seen)
+            pipe.hgetall(k.tickets)
+            pipe.hlen(k.dedupe)
+        res = await pipe.execute()
 
         def conv(d: dict[Any, Any]) -> dict[str, str]:
             return {_s(a): _s(b) for a, b in d.items()}
 
-        return RawCustomerState(customer_id, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe))
+        out = []
+        for i, cid in enumerate(customer_ids):
+            main, days, seen, tickets, ndedupe = res[5 * i : 5 * i + 5]
+            out.append(RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe)))
+        return out
 
     async def memory_usage(self, customer_id: str) -> int:
         """Bytes Redis reports (``MEMORY USAGE``) over all of this customer's keys."""

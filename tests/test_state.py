@@ -23,18 +23,38 @@ def ev(topic: str, eid: str, at: datetime, cid: str = "acme", **fields: Any) -> 
     return topic, json.dumps(body).encode()
 
 
+class ListOutputs:
+    """Collects what the pipeline publishes (the Kafka side is covered by the e2e tests)."""
+
+    def __init__(self) -> None:
+        self.dead: list[DeadLetter] = []
+        self.alert_list: list[Any] = []
+        self.score_list: list[Any] = []
+        self.example_list: list[dict[str, Any]] = []
+
+    async def dead_letters(self, letters: list[DeadLetter]) -> None:
+        self.dead.extend(letters)
+
+    async def alerts(self, alerts: list[Any]) -> None:
+        self.alert_list.extend(alerts)
+
+    async def scores(self, scores: list[Any]) -> None:
+        self.score_list.extend(scores)
+
+    async def examples(self, examples: list[dict[str, Any]]) -> None:
+        self.example_list.extend(examples)
+
+
 class Harness:
     """An ingestor on a real Redis, fed records with increasing offsets per partition."""
 
     def __init__(self, settings: Settings, redis_client: Any) -> None:
         self.settings = settings
         self.store = StateStore(redis_client, settings)
-        self.dead: list[DeadLetter] = []
-        self.ingestor = Ingestor(self.store, settings, self._publish)
+        self.out = ListOutputs()
+        self.dead = self.out.dead
+        self.ingestor = Ingestor(self.store, settings, self.out)
         self.offsets: dict[tuple[str, int], int] = {}
-
-    async def _publish(self, letters: list[DeadLetter]) -> None:
-        self.dead.extend(letters)
 
     def records(self, items: list[tuple[str, bytes]], partition: int = 0) -> list[Record]:
         out = []

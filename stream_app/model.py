@@ -1,0 +1,184 @@
+"""Online churn model: candidates learn from resolved labels, one at a time (river).
+
+* ``features_from``: the model's input, built from the scorecard's signals at scoring time
+  only (nothing from the future can leak in: a snapshot is frozen when it is taken).
+* ``HealthPrior``: until the model has seen ``min_labels`` labels (and some positives), the
+  churn probability is a fixed function of the health score, and ``model_version`` says so.
+* ``ChurnModel``: a scaled logistic regression and a Hoeffding adaptive tree learn side by
+  side; each example is first predicted (prequential evaluation: ROC AUC, log loss per
+  candidate), then learnt. The candidate with the better prequential AUC serves. ADWIN
+  watches the serving model's error stream for drift. Positives are rare, so they are
+  up-weighted by the square root of the running negative/positive ratio (capped).
+
+>>> m = ChurnModel(min_labels=4, min_positives=1)
+>>> m.predict_one({"health_score": 20.0})[1]
+'prior-health-v1'
+>>> for i in range(40):
+...     m.learn_one({"health_score": float(i % 2) * 80.0}, y=(i % 2 == 0))
+>>> p_low, version = m.predict_one({"health_score": 0.0})
+>>> p_high, _ = m.predict_one({"health_score": 80.0})
+>>> p_low > p_high, version.startswith("online-")
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+from river import drift, linear_model, metrics, optim, preprocessing, tree
+
+#: Signals the model reads (see ``scoring.signals_from``), plus the health score itself.
+FEATURES: tuple[str, ...] = (
+    "health_score",
+    "activity_vs_baseline",
+    "active_days_30d",
+    "days_since_last_activity",
+    "features_30d",
+    "active_users_30d",
+    "nps_mean_90d",
+    "csat_90d",
+    "open_ticket_load",
+    "reopened_30d",
+    "ticket_load_30d",
+    "sentiment_30d",
+    "mrr_change_pct_90d",
+    "downgrades_90d",
+    "tenure_days",
+)
+
+
+def features_from(signals: dict[str, float | None], health_score: float) -> dict[str, float]:
+    """Model input: known signals only (river treats a missing key as 'no information')."""
+    x = {k: float(v) for k, v in signals.items() if k in FEATURES and v is not None and not math.isnan(float(v))}
+    x["health_score"] = float(health_score)
+    return x
+
+
+def encode_features(x: dict[str, float]) -> str:
+    """Compact, order-fixed text for a pending snapshot in Redis ('' = missing).
+
+    >>> encode_features({"health_score": 55.5, "tenure_days": 12.0})
+    '55.5,,,,,,,,,,,,,,12'
+    >>> decode_features(encode_features({"health_score": 55.5, "tenure_days": 12.0}))
+    {'health_score': 55.5, 'tenure_days': 12.0}
+    """
+    return ",".join("" if (v := x.get(f)) is None else f"{v:.4g}" for f in FEATURES)
+
+
+def decode_features(text: str) -> dict[str, float]:
+    return {f: float(v) for f, v in zip(FEATURES, text.split(",")) if v != ""}
+
+
+class HealthPrior:
+    """Churn probability from health alone: ~0.9 at score 0, ~0.5 at 35, ~0.03 at 70+."""
+
+    version = "prior-health-v1"
+
+    def predict_one(self, x: dict[str, float]) -> float:
+        score = x.get("health_score", 50.0)
+        return 0.9 / (1.0 + math.exp((score - 37.0) / 7.0))
+
+
+def _make_candidates(seed: int) -> dict[str, Any]:
+    return {
+        "logreg": preprocessing.StandardScaler()
+        | linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4),
+        "hat": tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, max_depth=8, seed=seed),
+    }
+
+
+class ChurnModel:
+    """The single learner's state; pickled into Redis as a versioned checkpoint."""
+
+    def __init__(self, min_labels: int = 300, min_positives: int = 15, seed: int = 7) -> None:
+        self.min_labels = min_labels
+        self.min_positives = min_positives
+        self.candidates = _make_candidates(seed)
+        self.auc = {name: metrics.ROCAUC() for name in self.candidates}
+        self.logloss = {name: metrics.LogLoss() for name in self.candidates}
+        self.detector = drift.ADWIN()
+        self.drifts = 0
+        self.labels_seen = 0
+        self.positives = 0
+        self.version = 0
+        self.prior = HealthPrior()
+        self.prior_auc = metrics.ROCAUC()
+
+    # --- serving ------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.labels_seen >= self.min_labels and self.positives >= self.min_positives
+
+    @property
+    def champion(self) -> str:
+        return max(self.candidates, key=lambda n: (self.auc[n].get(), n == "logreg"))
+
+    def predict_one(self, x: dict[str, float]) -> tuple[float, str]:
+        """(churn probability, model version)."""
+        if not self.ready:
+            return self.prior.predict_one(x), self.prior.version
+        name = self.champion
+        p = self.candidates[name].predict_proba_one(x).get(True, 0.0)
+        return float(p), f"online-{name}-v{self.version}"
+
+    # --- learning -----------------------------------------------------------------------
+    def _weight(self, y: bool) -> float:
+        if not y:
+            return 1.0
+        ratio = (self.labels_seen - self.positives + 1) / (self.positives + 1)
+        return min(10.0, math.sqrt(ratio))
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None:
+        """Prequential step: predict with every candidate, score it, then learn."""
+        serving = self.champion if self.ready else None
+        p_prior = self.prior.predict_one(x)
+        self.prior_auc.update(y, p_prior)
+        w = self._weight(y)
+        for name, model in self.candidates.items():
+            p = model.predict_proba_one(x).get(True, 0.0)
+            self.auc[name].update(y, p)
+            self.logloss[name].update(y, min(max(p, 1e-6), 1 - 1e-6))
+            if name == serving:
+                self.detector.update(abs(float(y) - p))
+                if self.detector.drift_detected:
+                    self.drifts += 1
+            model.learn_one(x, y, w=w)
+        self.labels_seen += 1
+        self.positives += int(y)
+        self.version += 1
+
+    # --- reporting and checkpoints ------------------------------------------------------
+    def top_features(self, n: int = 8) -> list[dict[str, float]]:
+        """Logistic regression weights (per standardised unit), strongest first."""
+        lr = self.candidates["logreg"]["LogisticRegression"]
+        weights = dict(lr.weights)
+        ranked = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:n]
+        return [{"feature": k, "weight": round(float(v), 4)} for k, v in ranked]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "serving": (f"online-{self.champion}-v{self.version}" if self.ready else self.prior.version),
+            "labels_seen": self.labels_seen,
+            "positives": self.positives,
+            "ready": self.ready,
+            "prequential": {
+                name: {"roc_auc": round(float(self.auc[name].get()), 4), "log_loss": round(float(self.logloss[name].get()), 4)}
+                for name in self.candidates
+            }
+            | {"prior": {"roc_auc": round(float(self.prior_auc.get()), 4)}},
+            "drifts_detected": self.drifts,
+            "top_features": self.top_features(),
+        }
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def from_bytes(blob: bytes) -> "ChurnModel":
+        model = pickle.loads(blob)  # noqa: S301 - our own checkpoint, from our own Redis
+        if not isinstance(model, ChurnModel):
+            raise TypeError("checkpoint is not a ChurnModel")
+        return model
