@@ -2,8 +2,9 @@
 
 * ``churn_risk``  probability rises to ``risk_enter``; the episode ends below ``risk_exit``
   (hysteresis), so a probability hovering at the threshold alerts once.
-* ``band_change`` the band worsens (improvements are ``info``); leaving a band needs a
-  ``band_margin`` beyond its threshold, so a score on a boundary does not flap.
+* ``band_change`` the band worsens (an improvement updates the state silently: nobody is
+  paged for good news); leaving a band needs ``band_margin`` points beyond its threshold,
+  so a score on a boundary does not flap.
 * ``health_drop`` the score is ``drop_points`` below its maximum over the last 7 days.
 * ``detractor``   an NPS answer of 0-6.
 * ``escalation``  an urgent or reopened ticket while the customer is yellow or red.
@@ -43,9 +44,9 @@ class AlertConfig(BaseModel):
     risk_critical: float = Field(0.75, gt=0, le=1)
     drop_points: float = Field(15.0, gt=0)
     drop_critical_points: float = Field(30.0, gt=0)
-    band_margin: float = Field(2.0, ge=0)
+    band_margin: float = Field(4.0, ge=0)
     cooldown_days: dict[str, float] = Field(
-        default={"churn_risk": 7, "health_drop": 7, "band_change": 3, "detractor": 14, "escalation": 2}
+        default={"churn_risk": 14, "health_drop": 7, "band_change": 7, "detractor": 14, "escalation": 3}
     )
 
 
@@ -66,9 +67,9 @@ class Trigger(BaseModel):
     label: str
 
 
-def _cooled(cfg: AlertConfig, st: AlertState, kind: str, ts_ms: int) -> bool:
-    last = st.last.get(kind)
-    return last is None or ts_ms - last >= cfg.cooldown_days.get(kind, 0) * DAY_MS
+def _cooled(cfg: AlertConfig, st: AlertState, key: str, ts_ms: int) -> bool:
+    last = st.last.get(key)
+    return last is None or ts_ms - last >= cfg.cooldown_days.get(key.split(":")[0], 0) * DAY_MS
 
 
 def _stable_band(margin: float, prev: str | None, score: float, band: str, green_min: float, yellow_min: float) -> str:
@@ -136,10 +137,12 @@ def evaluate(
         st.in_risk = False
 
     # band change
-    if st.band is not None and band != st.band and _cooled(cfg, st, "band_change", ts_ms):
-        worse = BAND_RANK[band] > BAND_RANK[st.band]
-        severity = ("critical" if band == "red" else "warning") if worse else "info"
-        raise_("band_change", severity, [Reason(factor=f"band_{st.band}_to_{band}", value=score, impact=0.0)])
+    # the cooldown is per target band: yellow today does not mute red tomorrow
+    worse = st.band is not None and BAND_RANK[band] > BAND_RANK[st.band]
+    if worse and _cooled(cfg, st, f"band_change:{band}", ts_ms):
+        raise_("band_change", "critical" if band == "red" else "warning",
+               [Reason(factor=f"band_{st.band}_to_{band}", value=score, impact=0.0)])
+        st.last[f"band_change:{band}"] = ts_ms
     st.band = band
 
     # health drop within 7 days of event time

@@ -170,7 +170,11 @@ class Scorer:
                 churn_p=p, model_version=version, reasons=health.reasons[:4], triggers=touched[cid],
                 green_min=green, yellow_min=yellow,
             )
-            alerts.extend(new_alerts)
+            # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
+            if agg.subscription_status != "cancelled":
+                alerts.extend(new_alerts)
+            else:
+                new_alerts = []
             # cs.scores: on a material change, and at least once per customer per event-time day
             last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
             last_day = int(raw.main.get("spd", "-1"))
