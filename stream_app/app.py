@@ -123,7 +123,12 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
     async def ingest(stream: faust.StreamT) -> None:
         ingestor = await runtime.ingestor()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            records = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events]
+            consumer = stream.app.consumer
+            records = [
+                Record(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                       consumer.highwater(e.message.tp))
+                for e in events
+            ]
             try:
                 await ingestor.handle(records)
             except BaseException:

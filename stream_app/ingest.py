@@ -7,8 +7,8 @@ a real Redis. The order of effects is what makes a crash anywhere harmless:
 2. skip records at or below it; decode and validate the rest, in offset order;
 3. apply valid events (atomic per customer, with offset and event_id bookkeeping);
 4. publish dead letters and wait for the broker's acknowledgement;
-5. refresh the touched customers' scores and alerts (``scorer.Scorer``), resolve due labels;
-6. advance each partition's progress.
+5. refresh the touched customers' scores and alerts (``scorer.Scorer``);
+6. advance each partition's progress, then resolve the labels the watermark made due.
 
 A crash before 6 replays the batch: step 3 recognises what it already applied, step 5
 re-derives the same alerts with the same ids, a dead letter may be published again with
@@ -65,6 +65,9 @@ class Record:
     partition: int
     offset: int
     value: bytes | None
+    #: the partition's log-end offset when fetched (None: unknown); a partition whose records
+    #: are all handled is idle and does not hold the event-time watermark back
+    highwater: int | None = None
 
 
 @dataclass
@@ -176,13 +179,20 @@ class Ingestor:
                 log.warning("dead-lettered %s: %s", d.dead_letter_id, d.error)
         if touched:
             await self._retry(self.scorer.refresh, touched)
-        if self.clock() - self._last_resolve >= self.settings.label_resolve_interval_s:
-            await self._retry(self.scorer.resolve_labels)
-            self._last_resolve = self.clock()
+        highwater: dict[tuple[str, int], int] = {}
+        for r in records:
+            if r.highwater is not None:
+                highwater[(r.topic, r.partition)] = max(highwater.get((r.topic, r.partition), -1), r.highwater)
         for tp, off in top_offset.items():
             if off > progress.get(tp, (-1, -1))[0]:
                 wm = max(progress.get(tp, (-1, -1))[1], newest.get(tp, -1))
-                await self._retry(self.store.set_progress, tp[0], tp[1], off, wm)
+                hw = highwater.get(tp)
+                caught_up = hw is not None and off + 1 >= hw
+                await self._retry(self.store.set_progress, tp[0], tp[1], off, wm, caught_up)
+        # after progress: the watermark then includes this batch
+        if self.clock() - self._last_resolve >= self.settings.label_resolve_interval_s:
+            await self._retry(self.scorer.resolve_labels)
+            self._last_resolve = self.clock()
         self.stats.batches += 1
 
     async def _load_progress(self, parts: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:

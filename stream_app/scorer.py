@@ -218,13 +218,22 @@ class Scorer:
         await pipe.execute()
 
     async def watermark(self) -> int | None:
-        """Event-time watermark: the minimum newest event time over input partitions with data."""
+        """Event-time watermark over all input partitions: the minimum of their newest event
+        times, leaving out idle partitions (all their records handled) so that a sparse topic
+        (billing) does not stall it; if every partition is idle, the newest event time."""
         pipe = self.store.redis.pipeline(transaction=False)
         for logical in INPUT_TOPICS:
             for p in range(self.settings.topic_partitions):
-                pipe.hget(self.store._progress_key(self.settings.topic(logical), p), "wm")
-        values = [int(v) for v in await pipe.execute() if v is not None and int(v) >= 0]
-        return min(values) if values else None
+                pipe.hmget(self.store._progress_key(self.settings.topic(logical), p), "wm", "idle")
+        busy: list[int] = []
+        idle: list[int] = []
+        for wm, is_idle in await pipe.execute():
+            if wm is None or int(wm) < 0:
+                continue
+            (idle if is_idle == b"1" or is_idle == "1" else busy).append(int(wm))
+        if busy:
+            return min(busy)
+        return max(idle) if idle else None
 
     async def resolve_labels(self, limit: int = 2000) -> int:
         """Turn due snapshots into labelled examples for the learner; returns how many."""

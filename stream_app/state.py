@@ -242,9 +242,14 @@ class StateStore:
             return None
         return int(raw[0]), int(raw[1] or -1)
 
-    async def set_progress(self, topic: str, partition: int, offset: int, newest_ms: int) -> None:
-        """Record that every offset <= ``offset`` is handled (never moves backwards)."""
-        await self.redis.eval(_PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms)
+    async def set_progress(
+        self, topic: str, partition: int, offset: int, newest_ms: int, caught_up: bool = False
+    ) -> None:
+        """Record that every offset <= ``offset`` is handled (never moves backwards), and
+        whether that reached the partition's log end when fetched (an idle partition)."""
+        await self.redis.eval(
+            _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up)
+        )
 
     async def watermark(self) -> int | None:
         raw = await self.redis.get(f"{self.prefix}wm")
@@ -308,6 +313,7 @@ if tonumber(ARGV[1]) > cur then
   redis.call('HSET', KEYS[1], 'off', ARGV[1])
   local wm = tonumber(redis.call('HGET', KEYS[1], 'wm') or '-1')
   if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[1], 'wm', ARGV[2]) end
+  redis.call('HSET', KEYS[1], 'idle', ARGV[3])
 end
 return 1
 """

@@ -57,18 +57,20 @@ class Harness:
         self.ingestor = Ingestor(self.store, settings, self.out, clock=lambda: self.clock_s)
         self.offsets: dict[tuple[str, int], int] = {}
 
-    def records(self, items: list[tuple[str, bytes]], partition: int = 0) -> list[Record]:
+    def records(self, items: list[tuple[str, bytes]], partition: int = 0, lag: int = 0) -> list[Record]:
+        """Records with the next offsets; ``lag`` more records wait behind them in the log."""
         out = []
         for logical, value in items:
             topic = self.settings.topic(logical)
             off = self.offsets.get((topic, partition), -1) + 1
             self.offsets[(topic, partition)] = off
             out.append(Record(topic, partition, off, value))
-        return out
+        ends = {(r.topic, r.partition): r.offset + 1 + lag for r in out}
+        return [Record(r.topic, r.partition, r.offset, r.value, ends[(r.topic, r.partition)]) for r in out]
 
-    async def feed(self, items: list[tuple[str, bytes]], partition: int = 0) -> list[Record]:
+    async def feed(self, items: list[tuple[str, bytes]], partition: int = 0, lag: int = 0) -> list[Record]:
         """Hand records to the ingestor as one batch (partition ``partition`` of each topic)."""
-        recs = self.records(items, partition)
+        recs = self.records(items, partition, lag)
         await self.ingestor.handle(recs)
         return recs
 

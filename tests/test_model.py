@@ -1,0 +1,102 @@
+"""Delayed labels with an event-time watermark, the single learner, checkpoint and restore (real Redis)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from harness import DAY, T0, Harness, ev
+from stream_app.model import ChurnModel, features_from
+from stream_app.scorer import Learner, ModelHolder
+from stream_app.settings import Settings
+
+
+@pytest.fixture
+def lh(settings: Settings, redis_client: Any) -> Harness:
+    s = settings.model_copy(update={"label_horizon_days": 30, "snapshot_every_days": 7, "label_resolve_interval_s": 0.0})
+    return Harness(s, redis_client)
+
+
+def activity(cid: str, day: int, n: int = 1) -> list[tuple[str, bytes]]:
+    return [ev("activity", f"{cid}-{day}-{i}", T0 + day * DAY + i * timedelta(minutes=5), cid=cid, action="login")
+            for i in range(n)]
+
+
+async def test_positive_waits_for_its_horizon_like_negatives(lh: Harness) -> None:
+    # day 0: both customers get a snapshot
+    await lh.feed(activity("stay", 0) + activity("churn", 0))
+    assert lh.ingestor.scorer.stats.snapshots == 2
+    # day 10: "churn" cancels. Its label is now known, but it must not be learnt before day 30
+    await lh.feed([ev("subscriptions", "cx", T0 + 10 * DAY, cid="churn", status="cancelled", mrr=0)]
+                  + activity("stay", 10))
+    assert lh.out.example_list == []
+    # day 29: horizon not passed yet
+    await lh.feed(activity("stay", 29))
+    assert lh.out.example_list == []
+    # day 31: both day-0 snapshots resolve together: one positive, one negative
+    await lh.feed(activity("stay", 31))
+    got = {e["customer_id"]: e["y"] for e in lh.out.example_list}
+    assert got == {"churn": True, "stay": False}
+    assert all(e["x"]["health_score"] >= 0 for e in lh.out.example_list)
+
+
+async def test_watermark_is_the_slowest_partition(lh: Harness) -> None:
+    await lh.feed(activity("a", 0), partition=0)
+    # the billing partition is behind: more records wait in its log
+    await lh.feed([ev("subscriptions", "s0", T0, cid="b", status="started", mrr=10)], partition=1, lag=5)
+    # partition 0 runs 40 days ahead; the subscriptions partition is still at day 0
+    await lh.feed(activity("a", 40), partition=0)
+    assert lh.out.example_list == []
+    # a late cancellation (day 20, out of order with the activity already seen) arrives, then the
+    # billing partition catches up: the snapshot of "b" resolves positive
+    await lh.feed([ev("subscriptions", "s1", T0 + 20 * DAY, cid="b", status="cancelled", mrr=0),
+                   ev("subscriptions", "s2", T0 + 35 * DAY, cid="z", status="started", mrr=10)], partition=1)
+    got = {e["customer_id"]: e["y"] for e in lh.out.example_list}
+    assert got["b"] is True and got["a"] is False
+
+
+async def test_idle_sparse_partition_does_not_stall_the_watermark(lh: Harness) -> None:
+    await lh.feed([ev("subscriptions", "s0", T0, cid="a", status="started", mrr=10)])  # caught up: idle
+    await lh.feed(activity("a", 0))
+    await lh.feed(activity("a", 35))
+    assert [e["customer_id"] for e in lh.out.example_list] == ["a"]
+
+
+async def test_snapshots_at_most_every_n_days_and_none_after_cancellation(lh: Harness) -> None:
+    for day in range(0, 20):
+        await lh.feed(activity("c", day))
+    assert lh.ingestor.scorer.stats.snapshots == 3  # days 0, 7, 14
+    await lh.feed([ev("subscriptions", "x", T0 + 20 * DAY, cid="c", status="cancelled", mrr=0)])
+    await lh.feed(activity("c", 28))
+    assert lh.ingestor.scorer.stats.snapshots == 3
+
+
+async def test_learner_dedupes_checkpoints_and_scorers_restore(settings: Settings, redis_client: Any) -> None:
+    s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 3, "checkpoint_interval_s": 0.0})
+    learner = Learner(redis_client, s)
+    examples = [{"id": f"c{i}\x00{i}", "customer_id": f"c{i}", "ts": i, "y": i % 4 == 0,
+                 "x": {"health_score": 20.0 if i % 4 == 0 else 80.0, "tenure_days": float(i)}} for i in range(60)]
+    assert await learner.learn(examples) == 60
+    assert await learner.learn(examples[:10]) == 0  # redelivered examples are not learnt twice
+    holder = ModelHolder(s)
+    await holder.refresh(redis_client, min_interval_s=0)
+    assert holder.model.labels_seen == 60 and holder.model.ready
+    x = features_from({"tenure_days": 5.0}, 30.0)
+    assert holder.model.predict_one(x) == learner.model.predict_one(x)  # same predictions after restore
+    # a restarted learner resumes from the checkpoint, not from scratch
+    resumed = Learner(redis_client, s)
+    assert (await resumed.load()).labels_seen == 60
+
+
+def test_prior_until_enough_labels() -> None:
+    m = ChurnModel(min_labels=10, min_positives=2)
+    p_sick, version = m.predict_one({"health_score": 10.0})
+    p_well, _ = m.predict_one({"health_score": 90.0})
+    assert version == "prior-health-v1" and p_sick > 0.5 > p_well
+    for i in range(10):
+        m.learn_one({"health_score": 10.0 if i < 3 else 90.0}, y=i < 3)
+    assert m.predict_one({"health_score": 10.0})[1].startswith("online-")
+    summary = m.summary()
+    assert summary["labels_seen"] == 10 and set(summary["prequential"]) == {"logreg", "hat", "prior"}
