@@ -9,6 +9,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -91,50 +92,96 @@ def replay(file: str, rate: float | None) -> None:
         sys.exit(1)
 
 
+def _with_store(settings: Settings, fn: Any) -> Any:
+    """Run ``await fn(store)`` against the configured Redis."""
+    from .app import redis_client
+    from .state import StateStore
+
+    async def run() -> Any:
+        client = redis_client(settings)
+        try:
+            return await fn(StateStore(client, settings))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
 @main.command()
 @click.argument("customer_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON")
 @click.option("--as-of", default=None, help="Event time (ISO-8601); default: the newest event time applied")
 def customer(customer_id: str, as_json: bool, as_of: str | None) -> None:
-    """Print one customer's current aggregates."""
-    from .aggregates import compute_aggregates
-    from .app import redis_client
-    from .state import StateStore
-
-    settings = load_settings()
-
-    async def read() -> tuple[object, int]:
-        client = redis_client(settings)
-        try:
-            store = StateStore(client, settings)
-            raw = await store.read(customer_id)
-            now = await store.watermark()
-            return raw, (now or -1)
-        finally:
-            await client.aclose()
-
-    raw, wm = asyncio.run(read())
-    if not raw.exists:  # type: ignore[attr-defined]
-        console.print(f"[red]no state for customer {customer_id!r}[/red]")
-        sys.exit(1)
-    now_ms = int(datetime.fromisoformat(as_of).timestamp() * 1000) if as_of else None
-    if now_ms is None:
-        last = int(raw.main.get("lts", "-1"))  # type: ignore[attr-defined]
-        now_ms = max(wm, last)
-    agg = compute_aggregates(raw, now_ms, settings.windows_days)  # type: ignore[arg-type]
-    if as_json:
-        click.echo(agg.model_dump_json(indent=2))
-        return
+    """Print one customer's health and current aggregates."""
     from rich.table import Table
 
-    console.print(f"[bold]{agg.customer_id}[/bold]  as of {agg.as_of}  status={agg.subscription_status}  "
-                  f"plan={agg.plan}  MRR={agg.mrr}  ({agg.mrr_change:+} over {agg.mrr_change_window_days}d)"
-                  if agg.mrr_change is not None else f"[bold]{agg.customer_id}[/bold]  as of {agg.as_of}")
+    from .queries import customer_view
+
+    settings = load_settings()
+    now_ms = int(datetime.fromisoformat(as_of).timestamp() * 1000) if as_of else None
+    view = _with_store(settings, lambda store: customer_view(store, settings, customer_id, now_ms))
+    if view is None:
+        console.print(f"[red]no state for customer {customer_id!r}[/red]")
+        sys.exit(1)
+    if as_json:
+        data = view.aggregates.model_dump(mode="json")
+        data["health"] = view.health.model_dump(mode="json")
+        click.echo(json.dumps(data, indent=2))
+        return
+    agg, h = view.aggregates, view.health
+    colour = {"green": "green", "yellow": "yellow", "red": "red"}.get(h.health_band or "", "white")
+    out = Console()
+    out.print(f"[bold]{agg.customer_id}[/bold]  as of {agg.as_of:%Y-%m-%d %H:%M}  status={agg.subscription_status}  "
+              f"plan={agg.plan}  MRR={agg.mrr}  MRR change {agg.mrr_change_window_days}d={agg.mrr_change}")
+    out.print(f"health [{colour}]{h.health_score} ({h.health_band})[/{colour}]  trend 7d={h.trend_7d} 30d={h.trend_30d}  "
+              f"churn probability={h.churn_probability} ({h.model_version})")
+    for r in h.reasons:
+        out.print(f"  - {r['factor']}: {r['impact']:+} points")
     table = Table("metric", *agg.windows.keys())
-    rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days", "actions")]
+    rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days",)]
     for k in rows:
         table.add_row(k, *[str(getattr(w, k)) for w in agg.windows.values()])
-    console.print(table)
+    out.print(table)
+
+
+@main.command()
+@click.option("--n", "count", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def top(count: int, as_json: bool) -> None:
+    """The riskiest customers (highest churn probability)."""
+    from rich.table import Table
+
+    from .queries import riskiest
+
+    settings = load_settings()
+    rows = _with_store(settings, lambda store: riskiest(store, settings, count))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("customer", "churn p", "health", "band", "MRR", "top reasons", "model")
+    for r in rows:
+        colour = {"green": "green", "yellow": "yellow", "red": "red"}.get(r["health_band"] or "", "white")
+        table.add_row(r["customer_id"], f"{r['churn_probability']:.2f}", str(r["health_score"]),
+                      f"[{colour}]{r['health_band']}[/{colour}]", str(r["mrr"]), ", ".join(r["reasons"]),
+                      r["model_version"] or "")
+    Console().print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def model(as_json: bool) -> None:
+    """The churn model: version, labels seen, prequential metrics, strongest features."""
+    from .queries import model_summary
+
+    settings = load_settings()
+    summary = _with_store(settings, lambda store: model_summary(store, settings))
+    if summary is None:
+        console.print("no model checkpoint yet: scores use the health prior until labels resolve")
+        summary = {"serving": "prior-health-v1", "labels_seen": 0}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    Console().print(summary)
 
 
 @main.command()

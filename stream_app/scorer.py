@@ -57,10 +57,12 @@ class ScoringStats:
 
 _SAVE_SCRIPT = """
 -- KEYS: 1 main hash, 2 snapshots hash.  ARGV: day, score*10, alert state, published score*10 or '',
--- published day or '', snapshot day or '', snapshot text, history days kept
+-- published day or '', snapshot day or '', snapshot text, history days kept, churn probability,
+-- band, model version, top reasons
 local H, L = KEYS[1], KEYS[2]
 local day = tonumber(ARGV[1])
-redis.call('HSET', H, 'h' .. day, ARGV[2], 'al', ARGV[3], 'hs', ARGV[2])
+redis.call('HSET', H, 'h' .. day, ARGV[2], 'al', ARGV[3], 'hs', ARGV[2], 'cp', ARGV[9], 'hb', ARGV[10],
+           'mv', ARGV[11], 'rs', ARGV[12])
 if ARGV[4] ~= '' then redis.call('HSET', H, 'sp', ARGV[4], 'spd', ARGV[5]) end
 if ARGV[6] ~= '' then
   redis.call('HSET', L, ARGV[6], ARGV[7])
@@ -139,6 +141,9 @@ class Scorer:
         self.stats = ScoringStats()
         self._save_sha: str | None = None
 
+    def risk_key(self) -> str:
+        return f"{self.settings.key_prefix}risk"
+
     def pending_key(self) -> str:
         return f"{self.settings.key_prefix}labels:pending"
 
@@ -152,6 +157,7 @@ class Scorer:
         scores: list[ScoreSnapshot] = []
         saves: list[tuple[str, list[Any]]] = []
         pending: dict[str, int] = {}
+        risk: dict[str, float | None] = {}
         green, yellow = self.scorecard.config.green_min, self.scorecard.config.yellow_min
         horizon_ms = self.settings.label_horizon_days * DAY_MS
         for cid, raw in zip(ids, raws):
@@ -195,8 +201,10 @@ class Scorer:
             saves.append((cid, [
                 today, int(round(health.score * 10)), state.model_dump_json(),
                 int(round(health.score * 10)) if publish else "", today if publish else "",
-                snap_day, snap_text, 35,
+                snap_day, snap_text, 35, f"{p:.4f}", health.band, version,
+                ";".join(f"{r.factor}:{r.impact:g}" for r in health.reasons[:3]),
             ]))
+            risk[cid] = None if agg.subscription_status == "cancelled" else round(p, 4)
             self.stats.scored += 1
         if alerts:
             await self.outputs.alerts(alerts)
@@ -215,6 +223,13 @@ class Scorer:
         for cid, argv in saves:
             k = self.store.keys(cid)
             pipe.evalsha(self._save_sha, 2, k.main, k.snapshots, *argv)
+        # the portfolio's risk ranking (a global index: "top N riskiest" without a scan)
+        ranked = {cid: p for cid, p in risk.items() if p is not None}
+        if ranked:
+            pipe.zadd(self.risk_key(), ranked)
+        gone = [cid for cid, p in risk.items() if p is None]
+        if gone:
+            pipe.zrem(self.risk_key(), *gone)
         await pipe.execute()
 
     async def watermark(self) -> int | None:

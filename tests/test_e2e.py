@@ -138,19 +138,22 @@ def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> 
     raise AssertionError(f"worker handled {handled} of {expected} records within {timeout}s")
 
 
-async def read_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every message of a topic (all partitions), with a manually assigned consumer."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
         out: list[dict[str, Any]] = []
-        while len(out) < end:
-            batch = await consumer.getmany(tp, timeout_ms=2000)
+        while len(out) < sum(ends.values()):
+            batch = await consumer.getmany(*tps, timeout_ms=2000)
             for msgs in batch.values():
                 out.extend(json.loads(m.value) for m in msgs)
         return out
@@ -178,12 +181,30 @@ def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Pope
     assert acme["events_applied"] == 15
     assert customer_json(e2e_env, "globex")["mrr"] == 90.0
 
-    letters = asyncio.run(read_dead_letters(e2e_env["BROKER_URL"].split("://")[1], e2e_env["TOPIC_PREFIX"] + "deadletter"))
+    bootstrap = e2e_env["BROKER_URL"].split("://")[1]
+    letters = asyncio.run(read_topic(bootstrap, e2e_env["TOPIC_PREFIX"] + "deadletter"))
     assert len(letters) == len(invalid)
     got = sorted((d["topic"].split(".", 1)[1], d["errors"][0]["rule"]) for d in letters)
     assert got == sorted(invalid)
     for d in letters:
         assert d["error"] and (d["payload_text"] or d["payload_base64"]) and d["partition"] >= 0
+
+    # health, alerts and score snapshots on their topics, per the contract
+    assert 0 <= acme["health"]["health_score"] <= 100 and acme["health"]["health_band"] in ("green", "yellow", "red")
+    assert acme["health"]["model_version"] == "prior-health-v1"
+    alerts = asyncio.run(read_topic(bootstrap, e2e_env["TOPIC_PREFIX"] + "alerts"))
+    detractor = [a for a in alerts if a["kind"] == "detractor"]
+    assert len(detractor) == 1 and detractor[0]["customer_id"] == "acme"
+    from schemas import Alert, ScoreSnapshot
+
+    assert all(Alert.model_validate(a) for a in alerts)
+    scores = asyncio.run(read_topic(bootstrap, e2e_env["TOPIC_PREFIX"] + "scores"))
+    assert {s["customer_id"] for s in scores} == {"acme", "globex"}
+    assert all(ScoreSnapshot.model_validate(s) for s in scores)
+    top = json.loads(run_cli(e2e_env, "top", "--n", "5", "--json").stdout)
+    assert {r["customer_id"] for r in top} == {"acme", "globex"}
+    assert top == sorted(top, key=lambda r: -r["churn_probability"])
+    assert json.loads(run_cli(e2e_env, "model", "--json").stdout)["serving"] == "prior-health-v1"
 
     # replaying the same file again changes nothing but the duplicate counters
     before = {k: v for k, v in acme.items() if k != "duplicates_ignored"}
@@ -192,3 +213,4 @@ def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Pope
     again = customer_json(e2e_env, "acme")
     assert again["duplicates_ignored"] == 2 + 15 + 2
     assert {k: v for k, v in again.items() if k != "duplicates_ignored"} == before
+    assert len(asyncio.run(read_topic(bootstrap, e2e_env["TOPIC_PREFIX"] + "alerts"))) == len(alerts)
