@@ -233,7 +233,7 @@ def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: 
 @main.command()
 @click.option("--customers", type=int, default=300, show_default=True)
 @click.option("--days", type=int, default=120, show_default=True, help="Simulated days of history to stream")
-@click.option("--speed", type=float, default=2.0, show_default=True, help="Simulated days per wall-clock second")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Simulated days per wall-clock second")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)")
 def demo(customers: int, days: int, speed: float, duration: float | None) -> None:
     """Everything embedded: broker, Redis, worker, simulator and a live view. Ctrl-C stops it."""

@@ -24,7 +24,6 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .aggregates import compute_aggregates
 from .embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, redis_reachable
 from .settings import INPUT_TOPICS, Settings
 from .simulator import SimConfig, Simulator
@@ -40,8 +39,8 @@ BAD_EVERY = 400
 class DemoStats:
     produced: dict[str, int] = field(default_factory=dict)
     bad_produced: int = 0
+    alerts_seen: int = 0
     sim_time: str = ""
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=400))
 
 
 def _worker_env(settings: Settings, broker_url: str, redis_url: str) -> dict[str, str]:
@@ -103,7 +102,8 @@ async def produce_simulation(
     )
     await producer.start()
     try:
-        sim = Simulator(SimConfig(customers=customers, days=days))
+        # half the default activity volume: ~2k events/s at 1 simulated day per second
+        sim = Simulator(SimConfig(customers=customers, days=days, activity_scale=0.5))
         t0_wall = time.monotonic()
         t0_sim: int | None = None
         for n, ev in enumerate(sim.events(), start=1):
@@ -118,7 +118,6 @@ async def produce_simulation(
             cid = ev.event["customer_id"]
             await producer.send(settings.topic(ev.topic), orjson.dumps(ev.event), key=cid.encode())
             stats.produced[ev.topic] = stats.produced.get(ev.topic, 0) + 1
-            stats.recent.append(cid)
             stats.sim_time = str(ev.event["ts"])[:16]
             if n % BAD_EVERY == 0:
                 topic, value = _bad_event(n, cid)
@@ -140,42 +139,62 @@ async def _handled(settings: Settings, store: StateStore) -> int:
     return handled
 
 
-def _view(settings: Settings, stats: DemoStats, handled: int, dead: int, rows: list[list[str]], note: str) -> Group:
+def _view(stats: DemoStats, handled: int, dead: int, risky: list[dict[str, object]],
+          alerts: deque[dict[str, object]], note: str) -> Group:
     produced = sum(stats.produced.values()) + stats.bad_produced
     head = Table.grid(padding=(0, 3))
     head.add_row(
         f"[bold]simulated time[/bold] {stats.sim_time}",
         f"[bold]produced[/bold] {produced:,}",
-        f"[bold]handled by worker[/bold] {handled:,}",
+        f"[bold]handled[/bold] {handled:,}",
         f"[bold]lag[/bold] {max(produced - handled, 0):,}",
         f"[bold]dead-lettered[/bold] {dead:,} (of {stats.bad_produced} bad injected)",
+        f"[bold]alerts[/bold] {stats.alerts_seen:,}",
     )
-    table = Table(title="recently active customers (state read back from Redis)", expand=True)
-    for col in ("customer", "status", "MRR", "MRR Δ90d", "events 7d", "active days 30d", "users 30d",
-                "features 30d", "open tickets", "NPS 90d", "CSAT 90d", "days idle"):
-        table.add_column(col, justify="right" if col != "customer" else "left")
-    for r in rows:
-        table.add_row(*r)
-    return Group(Panel(head, title="churn-stream demo", subtitle=note), table)
+    colour = {"green": "green", "yellow": "yellow", "red": "red", "critical": "bold red", "warning": "yellow",
+              "info": "cyan"}
+    table = Table(title="riskiest customers (live, from Redis)", expand=True)
+    for col in ("customer", "churn p", "health", "band", "MRR", "why (strongest first)", "model"):
+        table.add_column(col, justify="right" if col in ("churn p", "health", "MRR") else "left")
+    for r in risky:
+        band = str(r.get("health_band") or "-")
+        table.add_row(
+            str(r["customer_id"]), f"{r['churn_probability']:.2f}", f"{r['health_score']}",
+            f"[{colour.get(band, 'white')}]{band}[/]", f"{r['mrr'] or 0:,.0f}",
+            ", ".join(r["reasons"][:3]), str(r["model_version"] or ""),  # type: ignore[index]
+        )
+    feed = Table(title="latest alerts (cs.alerts)", expand=True)
+    for col in ("event time", "customer", "kind", "severity", "health", "churn p", "reason"):
+        feed.add_column(col)
+    for a in alerts:
+        sev = str(a["severity"])
+        reasons = a.get("reasons") or []
+        feed.add_row(str(a["ts"])[:16], str(a["customer_id"]), str(a["kind"]), f"[{colour.get(sev, 'white')}]{sev}[/]",
+                     f"{a['health_score']:.0f}", f"{a['churn_probability']:.2f}",
+                     str(reasons[0]["factor"]) if reasons else "")  # type: ignore[index]
+    return Group(Panel(head, title="churn-stream demo", subtitle=note), table, feed)
 
 
-async def _customer_rows(store: StateStore, settings: Settings, ids: list[str], now_ms: int) -> list[list[str]]:
-    rows = []
-    for cid in ids:
-        raw = await store.read(cid)
-        if not raw.exists:
-            continue
-        a = compute_aggregates(raw, now_ms, settings.windows_days)
-        w7, w30, w90 = (a.windows.get(f"{d}d") for d in (7, 30, 90))
-        fmt = lambda v, spec="": "-" if v is None else format(v, spec)  # noqa: E731
-        rows.append([
-            cid, a.subscription_status or "-", fmt(a.mrr, ",.0f"), fmt(a.mrr_change, "+,.0f"),
-            fmt(w7.activity_events if w7 else None), fmt(w30.active_days if w30 else None),
-            fmt(w30.active_users if w30 else None), fmt(w30.features_used if w30 else None),
-            str(a.open_tickets), fmt(w90.nps if w90 else None, ".0f"),
-            fmt(w90.csat if w90 else None, ".0%"), fmt(a.days_since_last_activity, ".1f"),
-        ])
-    return rows
+async def follow_alerts(settings: Settings, sink: deque[dict[str, object]], stats: DemoStats, stop: asyncio.Event) -> None:
+    """Tail cs.alerts (manually assigned partitions: no consumer group needed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), enable_auto_commit=False,
+                                **settings.kafka_client_kwargs())  # type: ignore[arg-type]
+    await consumer.start()
+    try:
+        topic = settings.topic("alerts")
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while not stop.is_set():
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for msgs in batch.values():
+                for m in msgs:
+                    sink.appendleft(orjson.loads(m.value))
+                    stats.alerts_seen += 1
+    finally:
+        await consumer.stop()
 
 
 async def _count_dead_letters(settings: Settings) -> int:
@@ -195,9 +214,13 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
                 worker: subprocess.Popen[bytes], worker_log: Path) -> int:
     from .app import redis_client
 
+    from .queries import riskiest
+
     stats = DemoStats()
     stop = asyncio.Event()
     producer_task = asyncio.create_task(produce_simulation(settings, customers, days, speed, stats, stop))
+    alerts: deque[dict[str, object]] = deque(maxlen=12)
+    alerts_task = asyncio.create_task(follow_alerts(settings, alerts, stats, stop))
     client = redis_client(settings)
     store = StateStore(client, settings)
     started = time.monotonic()
@@ -210,23 +233,22 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
                     return 1
                 handled = await _handled(settings, store)
                 dead = await _count_dead_letters(settings)
-                now_ms = await store.watermark() or 0
-                ids = list(dict.fromkeys(reversed(stats.recent)))[:12]
-                rows = await _customer_rows(store, settings, ids, now_ms) if now_ms else []
+                risky = await riskiest(store, settings, 10)
                 note = "waiting for the worker to join its group (~6 s)" if handled == 0 else "Ctrl-C to stop"
                 if producer_task.done() and handled >= sum(stats.produced.values()) + stats.bad_produced:
                     note = "simulation finished; all events handled. Ctrl-C to stop"
-                live.update(_view(settings, stats, handled, dead, rows, note))
+                live.update(_view(stats, handled, dead, risky, alerts, note))
                 if duration is not None and time.monotonic() - started > duration:
                     return 0
                 await asyncio.sleep(0.5)
     finally:
         stop.set()
-        producer_task.cancel()
-        try:
-            await producer_task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-            pass
+        for task in (producer_task, alerts_task):
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
         await client.aclose()
 
 

@@ -13,7 +13,7 @@ component weight x 100``, strongest first.
 
 >>> from stream_app.aggregates import CustomerAggregates
 >>> card = Scorecard(ScorecardConfig())
->>> signals = {"activity_vs_baseline": 1.0, "active_days_30d": 25, "days_since_last_activity": 0.5,
+>>> signals = {"activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5,
 ...            "features_30d": 9, "active_users_30d": 12, "nps_mean_90d": 9.0, "csat_90d": 1.0,
 ...            "open_ticket_load": 0, "reopened_30d": 0, "ticket_load_30d": 0, "sentiment_30d": 0.5,
 ...            "mrr_change_pct_90d": 0.1, "downgrades_90d": 0, "tenure_days": 400, "cancelled": 0}
@@ -72,7 +72,7 @@ def _default_factors() -> dict[str, FactorSpec]:
     return {
         # engagement: against the customer's own baseline, and absolute activity
         "activity_vs_baseline": f(component="engagement", lo=0.2, hi=0.9, weight=0.4),
-        "active_days_30d": f(component="engagement", lo=2, hi=20, weight=0.3),
+        "active_days_share_30d": f(component="engagement", lo=0.1, hi=0.7, weight=0.3),
         "days_since_last_activity": f(component="engagement", lo=14, hi=2, weight=0.3),
         # adoption breadth
         "features_30d": f(component="adoption", lo=1, hi=8, weight=0.6),
@@ -169,18 +169,21 @@ def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
     tenure = agg.tenure_days or 0.0
     base_days = min(90.0, max(tenure, 7.0))
     rate_90 = (w90.activity_events / base_days) if w90 else None
+    # a customer younger than two weeks has no baseline yet: unknown (neutral), not "inactive"
     vs_baseline = None
-    if rate_7 is not None and rate_90:
-        vs_baseline = rate_7 / rate_90
-    elif rate_90 == 0:
-        vs_baseline = 0.0
+    if tenure >= 14:
+        if rate_7 is not None and rate_90:
+            vs_baseline = rate_7 / rate_90
+        elif rate_90 == 0:
+            vs_baseline = 0.0
+    days_alive = min(30.0, max(1.0, tenure + 1.0))
     mrr_pct = None
     if agg.mrr is not None and agg.mrr_change is not None:
         before = agg.mrr - agg.mrr_change
         mrr_pct = agg.mrr_change / before if before > 0 else 0.0
     return {
         "activity_vs_baseline": vs_baseline,
-        "active_days_30d": float(w30.active_days) if w30 else None,
+        "active_days_share_30d": min(1.0, w30.active_days / days_alive) if w30 else None,
         "days_since_last_activity": agg.days_since_last_activity if agg.days_since_last_activity is not None else 90.0,
         "features_30d": float(w30.features_used) if w30 else None,
         "active_users_30d": float(w30.active_users) if w30 else None,

@@ -11,7 +11,7 @@ from stream_app.scorer import score_history, trend
 from stream_app.scoring import COMPONENTS, FactorSpec, Scorecard, ScorecardConfig
 
 PERFECT = {
-    "activity_vs_baseline": 1.0, "active_days_30d": 25, "days_since_last_activity": 0.5, "features_30d": 9,
+    "activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5, "features_30d": 9,
     "active_users_30d": 12, "nps_mean_90d": 9.0, "csat_90d": 1.0, "open_ticket_load": 0, "reopened_30d": 0,
     "ticket_load_30d": 0, "sentiment_30d": 0.5, "mrr_change_pct_90d": 0.1, "downgrades_90d": 0,
     "tenure_days": 400, "cancelled": 0,
