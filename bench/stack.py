@@ -114,37 +114,10 @@ class Stack:
         return time.monotonic() - t0
 
     async def read_topic(self, logical: str) -> list[dict[str, Any]]:
-        """Every message of an output topic, from the beginning (manually assigned consumer)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        """Every message of an output topic, from the beginning."""
+        from stream_app.topic_reader import read_topic
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers(), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            name = self.settings.topic(logical)
-            parts = consumer.partitions_for_topic(name) or set()
-            if not parts:
-                await consumer.force_metadata_update()  # type: ignore[attr-defined]
-                parts = consumer.partitions_for_topic(name) or set()
-            tps = [TopicPartition(name, p) for p in sorted(parts)]
-            if not tps:
-                return []
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            out: list[dict[str, Any]] = []
-            async def behind() -> bool:
-                for tp in tps:
-                    if await consumer.position(tp) < ends[tp]:
-                        return True
-                return False
-
-            while await behind():
-                batch = await consumer.getmany(*tps, timeout_ms=2000)
-                for msgs in batch.values():
-                    out.extend(json.loads(m.value) for m in msgs)
-            return out
-        finally:
-            await consumer.stop()
+        return await read_topic(self.settings.bootstrap_servers(), self.settings.topic(logical))
 
     async def cleanup(self) -> None:
         from stream_app.app import redis_client

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from stream_app.settings import Settings
+from stream_app.topic_reader import read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -136,29 +137,6 @@ def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> 
             return
         time.sleep(0.5)
     raise AssertionError(f"worker handled {handled} of {expected} records within {timeout}s")
-
-
-async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every message of a topic (all partitions), with a manually assigned consumer."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while len(out) < sum(ends.values()):
-            batch = await consumer.getmany(*tps, timeout_ms=2000)
-            for msgs in batch.values():
-                out.extend(json.loads(m.value) for m in msgs)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Popen[bytes], tmp_path: Path) -> None:
