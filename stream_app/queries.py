@@ -37,7 +37,7 @@ def health_of(main: dict[str, str]) -> HealthView:
     score = int(main["hs"]) / 10 if "hs" in main else None
     today = max(hist) if hist else 0
     reasons = []
-    for part in filter(None, main.get("rs", "").split(";")):
+    for part in filter(None, (main.get(f"r{i}", "") for i in (1, 2, 3))):
         factor, impact = part.rsplit(":", 1)
         reasons.append({"factor": factor, "impact": float(impact)})
     return HealthView(
@@ -68,9 +68,9 @@ async def riskiest(store: StateStore, settings: Settings, n: int) -> list[dict[s
     ids = [(c.decode() if isinstance(c, bytes) else c) for c, _ in ranked]
     pipe = store.redis.pipeline(transaction=False)
     for cid in ids:
-        pipe.hmget(store.keys(cid).main, "hs", "hb", "cp", "mrr", "rs", "mv", "st")
+        pipe.hmget(store.keys(cid).main, "hs", "hb", "cp", "mrr", "r1", "r2", "r3", "mv", "st")
     rows = []
-    for cid, (hs, hb, cp, mrr, rs, mv, st) in zip(ids, await pipe.execute()):
+    for cid, (hs, hb, cp, mrr, r1, r2, r3, mv, st) in zip(ids, await pipe.execute()):
         def s(v: Any) -> str | None:
             return v.decode() if isinstance(v, bytes) else v
 
@@ -81,7 +81,7 @@ async def riskiest(store: StateStore, settings: Settings, n: int) -> list[dict[s
             "health_band": s(hb),
             "mrr": int(s(mrr)) / 100 if mrr else None,
             "status": s(st),
-            "reasons": [p.rsplit(":", 1)[0] for p in (s(rs) or "").split(";") if p],
+            "reasons": [str(s(r)).rsplit(":", 1)[0] for r in (r1, r2, r3) if r],
             "model_version": s(mv),
         })
     return rows

@@ -56,19 +56,18 @@ class ScoringStats:
 
 
 _SAVE_SCRIPT = """
--- KEYS: 1 main hash, 2 snapshots hash.  ARGV: day, score*10, alert state, published score*10 or '',
--- published day or '', snapshot day or '', snapshot text, history days kept, churn probability,
--- band, model version, top reasons
+-- KEYS: 1 main hash, 2 snapshots hash.
+-- ARGV: day, score*10, JSON object of main-hash fields to set, snapshot day or '', snapshot text,
+-- history days kept
 local H, L = KEYS[1], KEYS[2]
 local day = tonumber(ARGV[1])
-redis.call('HSET', H, 'h' .. day, ARGV[2], 'al', ARGV[3], 'hs', ARGV[2], 'cp', ARGV[9], 'hb', ARGV[10],
-           'mv', ARGV[11], 'rs', ARGV[12])
-if ARGV[4] ~= '' then redis.call('HSET', H, 'sp', ARGV[4], 'spd', ARGV[5]) end
-if ARGV[6] ~= '' then
-  redis.call('HSET', L, ARGV[6], ARGV[7])
-  redis.call('HSET', H, 'snd', ARGV[6])
+redis.call('HSET', H, 'h' .. day, ARGV[2], 'hs', ARGV[2])
+for f, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', H, f, v) end
+if ARGV[4] ~= '' then
+  redis.call('HSET', L, ARGV[4], ARGV[5])
+  redis.call('HSET', H, 'snd', ARGV[4])
 end
-local keep = tonumber(ARGV[8])
+local keep = tonumber(ARGV[6])
 if tonumber(redis.call('HGET', H, 'hpd') or '-1') < day then
   for _, f in ipairs(redis.call('HKEYS', H)) do
     local d = string.match(f, '^h(%d+)$')
@@ -78,6 +77,22 @@ if tonumber(redis.call('HGET', H, 'hpd') or '-1') < day then
 end
 return 1
 """
+
+
+def load_alert_state(main: dict[str, str]) -> AlertState:
+    """Alert memory is kept as short fields (``ab``, ``ar``, ``al:<kind>``) so the customer's
+    hash stays in Redis' compact encoding (every value under 64 bytes)."""
+    return AlertState(
+        band=main.get("ab"),
+        in_risk=main.get("ar") == "1",
+        last={f[3:]: int(v) for f, v in main.items() if f.startswith("al:")},
+    )
+
+
+def alert_state_fields(st: AlertState) -> dict[str, str]:
+    fields = {"ab": st.band or "", "ar": "1" if st.in_risk else "0"}
+    fields.update({f"al:{k}": str(v) for k, v in st.last.items()})
+    return fields
 
 
 class ModelHolder:
@@ -170,7 +185,7 @@ class Scorer:
             x = features_from(health.signals, health.score)
             p, version = self.model.model.predict_one(x)
             history = score_history(raw.main)
-            state = AlertState.model_validate_json(raw.main["al"]) if "al" in raw.main else AlertState()
+            state = load_alert_state(raw.main)
             new_alerts, state = evaluate(
                 self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
                 churn_p=p, model_version=version, reasons=health.reasons[:4], triggers=touched[cid],
@@ -198,12 +213,14 @@ class Scorer:
             if agg.subscription_status != "cancelled" and today - last_snap >= self.settings.snapshot_every_days:
                 snap_day, snap_text = str(today), f"{now_ms}|{encode_features(x)}"
                 pending[f"{cid}\x00{today}"] = now_ms + horizon_ms
-            saves.append((cid, [
-                today, int(round(health.score * 10)), state.model_dump_json(),
-                int(round(health.score * 10)) if publish else "", today if publish else "",
-                snap_day, snap_text, 35, f"{p:.4f}", health.band, version,
-                ";".join(f"{r.factor}:{r.impact:g}" for r in health.reasons[:3]),
-            ]))
+            fields = alert_state_fields(state)
+            fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version})
+            fields.update({f"r{i}": f"{r.factor}:{r.impact:g}" for i, r in enumerate(health.reasons[:3], start=1)})
+            for i in range(len(health.reasons[:3]) + 1, 4):
+                fields[f"r{i}"] = ""
+            if publish:
+                fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
+            saves.append((cid, [today, int(round(health.score * 10)), orjson.dumps(fields), snap_day, snap_text, 35]))
             risk[cid] = None if agg.subscription_status == "cancelled" else round(p, 4)
             self.stats.scored += 1
         if alerts:
