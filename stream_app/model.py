@@ -128,6 +128,18 @@ class ChurnModel:
         p = self.candidates[name].predict_proba_one(x).get(True, 0.0)
         return float(p), f"online-{name}-v{self.version}"
 
+    def explain(self, x: dict[str, float], n: int = 3) -> list[tuple[str, float, float]]:
+        """The features pushing this customer's risk up: (feature, value, coefficient x
+        standardised value), strongest first. Only when the linear model serves; a tree's
+        path is not an additive explanation, and the prior has nothing to add."""
+        if not self.ready or self.champion != "logreg":
+            return []
+        pipeline = self.candidates["logreg"]
+        scaled = pipeline["StandardScaler"].transform_one(x)
+        weights = pipeline["LogisticRegression"].weights
+        parts = [(f, x[f], weights.get(f, 0.0) * v) for f, v in scaled.items() if f in x]
+        return sorted((p for p in parts if p[2] > 0), key=lambda p: -p[2])[:n]
+
     # --- learning -----------------------------------------------------------------------
     def _weight(self, y: bool) -> float:
         if not y:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas import Alert, DeadLetter, ScoreSnapshot
+from schemas import Alert, DeadLetter, Reason, ScoreSnapshot
 
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
@@ -184,11 +184,15 @@ class Scorer:
             health = self.scorecard.score(agg)
             x = features_from(health.signals, health.score)
             p, version = self.model.model.predict_one(x)
+            model_reasons = [
+                Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4))
+                for f, v, c in self.model.model.explain(x)
+            ]
             history = score_history(raw.main)
             state = load_alert_state(raw.main)
             new_alerts, state = evaluate(
                 self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
-                churn_p=p, model_version=version, reasons=health.reasons[:4], triggers=touched[cid],
+                churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=touched[cid],
                 green_min=green, yellow_min=yellow,
             )
             # a customer who already cancelled is not "at risk": the state moves on, nobody is paged

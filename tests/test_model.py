@@ -99,4 +99,22 @@ def test_prior_until_enough_labels() -> None:
         m.learn_one({"health_score": 10.0 if i < 3 else 90.0}, y=i < 3)
     assert m.predict_one({"health_score": 10.0})[1].startswith("online-")
     summary = m.summary()
+    if m.champion == "logreg":
+        assert m.explain({"health_score": 10.0})[0][0] == "health_score"  # low health pushes risk up
     assert summary["labels_seen"] == 10 and set(summary["prequential"]) == {"logreg", "hat", "prior"}
+
+
+def test_linear_explanation_is_coefficient_times_standardised_value() -> None:
+    m = ChurnModel(min_labels=10, min_positives=2)
+    m.candidates.pop("hat")  # serve the linear model
+    for name in ("hat",):
+        m.auc.pop(name), m.logloss.pop(name)
+    for i in range(200):
+        sick = i % 5 == 0
+        m.learn_one({"health_score": 20.0 if sick else 80.0, "tenure_days": 100.0 + i % 7}, y=sick)
+    x = {"health_score": 15.0, "tenure_days": 103.0}
+    (feature, value, contribution), *_ = m.explain(x)
+    lr = m.candidates["logreg"]
+    scaled = lr["StandardScaler"].transform_one(x)
+    assert feature == "health_score" and value == 15.0
+    assert contribution == lr["LogisticRegression"].weights["health_score"] * scaled["health_score"] > 0
