@@ -59,12 +59,15 @@ def features_from(signals: dict[str, float | None], health_score: float) -> dict
 def encode_features(x: dict[str, float]) -> str:
     """Compact, order-fixed text for a pending snapshot in Redis ('' = missing).
 
-    >>> encode_features({"health_score": 55.5, "tenure_days": 12.0})
+    Three significant digits: the model's inputs are noisy aggregates, and short values keep
+    the snapshot hash in Redis' compact encoding.
+
+    >>> encode_features({"health_score": 55.54, "tenure_days": 12.0})
     '55.5,,,,,,,,,,,,,,12'
-    >>> decode_features(encode_features({"health_score": 55.5, "tenure_days": 12.0}))
+    >>> decode_features(encode_features({"health_score": 55.54, "tenure_days": 12.0}))
     {'health_score': 55.5, 'tenure_days': 12.0}
     """
-    return ",".join("" if (v := x.get(f)) is None else f"{v:.4g}" for f in FEATURES)
+    return ",".join("" if (v := x.get(f)) is None else f"{v:.3g}" for f in FEATURES)
 
 
 def decode_features(text: str) -> dict[str, float]:

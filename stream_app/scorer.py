@@ -65,7 +65,7 @@ redis.call('HSET', H, 'h' .. day, ARGV[2], 'hs', ARGV[2])
 for f, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', H, f, v) end
 if ARGV[4] ~= '' then
   redis.call('HSET', L, ARGV[4], ARGV[5])
-  redis.call('HSET', H, 'snd', ARGV[4])
+  redis.call('HSET', H, 'snd', string.match(ARGV[4], '^(%d+)'))
 end
 local keep = tonumber(ARGV[6])
 if tonumber(redis.call('HGET', H, 'hpd') or '-1') < day then
@@ -215,8 +215,10 @@ class Scorer:
             snap_text = ""
             last_snap = int(raw.main.get("snd", "-100000"))
             if agg.subscription_status != "cancelled" and today - last_snap >= self.settings.snapshot_every_days:
-                snap_day, snap_text = str(today), f"{now_ms}|{encode_features(x)}"
-                pending[f"{cid}\x00{today}"] = now_ms + horizon_ms
+                # field "<day>:<second of day>", value the features: short enough (< 64 bytes)
+                # for Redis to keep the hash compact
+                snap_day, snap_text = f"{today}:{(now_ms % DAY_MS) // 1000}", encode_features(x)
+                pending[f"{cid}\x00{snap_day}"] = now_ms + horizon_ms
             fields = alert_state_fields(state)
             fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version})
             fields.update({f"r{i}": f"{r.factor}:{r.impact:g}" for i, r in enumerate(health.reasons[:3], start=1)})
@@ -293,10 +295,11 @@ class Scorer:
             snap, cts = got[2 * i], got[2 * i + 1]
             if snap is None:
                 continue
-            ts_text, feats = (snap.decode() if isinstance(snap, bytes) else snap).split("|", 1)
-            snap_ts = int(ts_text)
-            cancelled = cts is not None and snap_ts < int(cts) <= snap_ts + horizon_ms
+            feats = snap.decode() if isinstance(snap, bytes) else snap
             cid, day = m.split("\x00")
+            d, second = day.split(":")
+            snap_ts = int(d) * DAY_MS + int(second) * 1000
+            cancelled = cts is not None and snap_ts < int(cts) <= snap_ts + horizon_ms
             examples.append({"id": f"{cid}\x00{day}", "customer_id": cid, "ts": snap_ts, "y": cancelled,
                              "x": decode_features(feats)})
         if examples:
