@@ -139,8 +139,17 @@ def customer(customer_id: str, as_json: bool, as_of: str | None) -> None:
         out.print(f"  - {r['factor']}: {r['impact']:+} points")
     table = Table("metric", *agg.windows.keys())
     rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days",)]
+    def cell(v: object) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.2f}"
+        if isinstance(v, dict):
+            return ", ".join(f"{a}={n}" for a, n in v.items()) or "-"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
     for k in rows:
-        table.add_row(k, *[str(getattr(w, k)) for w in agg.windows.values()])
+        table.add_row(k, *[cell(getattr(w, k)) for w in agg.windows.values()])
     out.print(table)
 
 
