@@ -13,11 +13,11 @@
 >>> m = ChurnModel(min_labels=4, min_positives=1)
 >>> m.predict_one({"health_score": 20.0})[1]
 'prior-health-v1'
->>> for i in range(40):
-...     m.learn_one({"health_score": float(i % 2) * 80.0}, y=(i % 2 == 0))
->>> p_low, version = m.predict_one({"health_score": 0.0})
->>> p_high, _ = m.predict_one({"health_score": 80.0})
->>> p_low > p_high, version.startswith("online-")
+>>> for i in range(200):   # churn that health alone does not explain: young accounts leave
+...     m.learn_one({"health_score": 60.0, "tenure_days": 10.0 + 300 * (i % 2)}, y=(i % 2 == 0))
+>>> p_young, version = m.predict_one({"health_score": 60.0, "tenure_days": 10.0})
+>>> p_old, _ = m.predict_one({"health_score": 60.0, "tenure_days": 310.0})
+>>> p_young > p_old, version.startswith("online-")
 (True, True)
 """
 
@@ -100,7 +100,7 @@ def _make_candidates(seed: int) -> dict[str, Any]:
 class ChurnModel:
     """The single learner's state; pickled into Redis as a versioned checkpoint."""
 
-    def __init__(self, min_labels: int = 300, min_positives: int = 15, seed: int = 7) -> None:
+    def __init__(self, min_labels: int = 300, min_positives: int = 30, seed: int = 7) -> None:
         self.min_labels = min_labels
         self.min_positives = min_positives
         self.candidates = _make_candidates(seed)
@@ -121,13 +121,17 @@ class ChurnModel:
 
     @property
     def champion(self) -> str:
-        return max(self.candidates, key=lambda n: (self.auc[n].get(), n == "logreg"))
+        """The serving model: ``prior`` unless a learnt candidate's prequential AUC beats it."""
+        if not self.ready:
+            return "prior"
+        best = max(self.candidates, key=lambda n: (float(self.auc[n].get()), n == "logreg"))
+        return best if float(self.auc[best].get()) > float(self.prior_auc.get()) else "prior"
 
     def predict_one(self, x: dict[str, float]) -> tuple[float, str]:
         """(churn probability, model version)."""
-        if not self.ready:
-            return self.prior.predict_one(x), self.prior.version
         name = self.champion
+        if name == "prior":
+            return self.prior.predict_one(x), self.prior.version
         p = self.candidates[name].predict_proba_one(x).get(True, 0.0)
         return float(p), f"online-{name}-v{self.version}"
 
@@ -135,7 +139,7 @@ class ChurnModel:
         """The features pushing this customer's risk up: (feature, value, coefficient x
         standardised value), strongest first. Only when the linear model serves; a tree's
         path is not an additive explanation, and the prior has nothing to add."""
-        if not self.ready or self.champion != "logreg":
+        if self.champion != "logreg":
             return []
         pipeline = self.candidates["logreg"]
         scaled = pipeline["StandardScaler"].transform_one(x)
@@ -152,9 +156,13 @@ class ChurnModel:
 
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         """Prequential step: predict with every candidate, score it, then learn."""
-        serving = self.champion if self.ready else None
+        serving = self.champion
         p_prior = self.prior.predict_one(x)
         self.prior_auc.update(y, p_prior)
+        if serving == "prior":
+            self.detector.update(abs(float(y) - p_prior))
+            if self.detector.drift_detected:
+                self.drifts += 1
         w = self._weight(y)
         for name, model in self.candidates.items():
             p = model.predict_proba_one(x).get(True, 0.0)
@@ -180,7 +188,7 @@ class ChurnModel:
     def summary(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "serving": (f"online-{self.champion}-v{self.version}" if self.ready else self.prior.version),
+            "serving": self.predict_one({})[1],
             "labels_seen": self.labels_seen,
             "positives": self.positives,
             "ready": self.ready,
