@@ -32,7 +32,7 @@ from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .model import ChurnModel, decode_features, encode_features, features_from
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
-from .state import StateStore
+from .state import StateStore, digest
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,8 @@ class Learner:
         model = await self.load()
         pipe = self.redis.pipeline(transaction=False)
         for ex in examples:
-            pipe.set(f"{self.prefix}model:seen:{ex['id']}", 1, nx=True, ex=90 * 86400)
+            # a digest keeps the key printable whatever the customer id holds
+            pipe.set(f"{self.prefix}model:seen:{digest(ex['id'], 12)}", 1, nx=True, ex=90 * 86400)
         fresh = await pipe.execute()
         learned = 0
         for ex, is_new in sorted(zip(examples, fresh), key=lambda t: t[0]["ts"]):
