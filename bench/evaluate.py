@@ -101,6 +101,11 @@ def main() -> int:
         alerts = asyncio.run(stack.read_topic("alerts"))
         horizon = stack.settings.label_horizon_days
         kinds = sorted({a["kind"] for a in alerts})
+        start = {t.customer_id: ms(t.start_ts) for t in truth}
+        onboarding = sum(1 for a in alerts if a["kind"] == "churn_risk"
+                         and ms(a["ts"]) - start.get(a["customer_id"], 0) < 14 * DAY)
+        if args.json_out:
+            Path(args.json_out).with_suffix(".alerts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in alerts))
         result = {
             "customers": args.customers,
             "days": args.days,
@@ -110,6 +115,7 @@ def main() -> int:
             "model": summary,
             "alerts_by_kind": {k: sum(1 for a in alerts if a["kind"] == k) for k in kinds},
             "churn_risk": alert_metrics(alerts, truth, "churn_risk", horizon),
+            "churn_risk_alerts_in_first_14_days_of_tenure": onboarding,
             "any_alert": alert_metrics([{**a, "kind": "any"} for a in alerts if a["kind"] != "detractor"], truth,
                                        "any", horizon),
             "model_versions_in_alerts": sorted({a["model_version"].rsplit("-v", 1)[0] for a in alerts}),

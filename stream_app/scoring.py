@@ -40,6 +40,8 @@ from schemas import Reason
 from .aggregates import CustomerAggregates
 
 Band = Literal["green", "yellow", "red"]
+#: Days of tenure during which history-dependent factors are unknown rather than bad.
+ONBOARDING_DAYS = 14
 COMPONENTS: tuple[str, ...] = ("engagement", "adoption", "satisfaction", "support", "commercial", "lifecycle")
 
 
@@ -169,9 +171,12 @@ def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
     tenure = agg.tenure_days or 0.0
     base_days = min(90.0, max(tenure, 7.0))
     rate_90 = (w90.activity_events / base_days) if w90 else None
-    # a customer younger than two weeks has no baseline yet: unknown (neutral), not "inactive"
+    # Onboarding: in its first two weeks a customer has no baseline, and little activity or
+    # adoption is normal, so those factors are unknown (neutral), not bad. Without this, every
+    # new account scored red on its `started` event and raised a churn alert.
+    onboarding = tenure < ONBOARDING_DAYS
     vs_baseline = None
-    if tenure >= 14:
+    if not onboarding:
         if rate_7 is not None and rate_90:
             vs_baseline = rate_7 / rate_90
         elif rate_90 == 0:
@@ -181,12 +186,15 @@ def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
     if agg.mrr is not None and agg.mrr_change is not None:
         before = agg.mrr - agg.mrr_change
         mrr_pct = agg.mrr_change / before if before > 0 else 0.0
+    idle = agg.days_since_last_activity
+    if idle is None:  # never active: bad after onboarding, unknown during it
+        idle = None if onboarding else 90.0
     return {
         "activity_vs_baseline": vs_baseline,
-        "active_days_share_30d": min(1.0, w30.active_days / days_alive) if w30 else None,
-        "days_since_last_activity": agg.days_since_last_activity if agg.days_since_last_activity is not None else 90.0,
-        "features_30d": float(w30.features_used) if w30 else None,
-        "active_users_30d": float(w30.active_users) if w30 else None,
+        "active_days_share_30d": None if onboarding or not w30 else min(1.0, w30.active_days / days_alive),
+        "days_since_last_activity": idle,
+        "features_30d": None if onboarding or not w30 else float(w30.features_used),
+        "active_users_30d": None if onboarding or not w30 else float(w30.active_users),
         "nps_mean_90d": w90.nps_mean if w90 else None,
         "csat_90d": w90.csat if w90 else None,
         "open_ticket_load": float(agg.open_ticket_load),

@@ -83,3 +83,21 @@ def test_trend_uses_the_latest_score_old_enough() -> None:
     assert history == {100: 80.0, 105: 70.0, 110: 65.0}
     assert trend(history, today=112, score=60.0, days=7) == -10.0  # vs day 105
     assert trend(history, today=112, score=60.0, days=30) is None
+
+
+def test_a_new_customer_is_not_at_risk_on_its_first_event() -> None:
+    from stream_app.aggregates import compute_aggregates
+    from stream_app.model import HealthPrior, features_from
+    from stream_app.scoring import signals_from
+    from stream_app.state import RawCustomerState
+
+    # only a `started` subscription event: no activity, no surveys, no tickets yet
+    raw = RawCustomerState("new", main={"lts": "1000", "fs": "1000", "start": "1000", "n": "1", "st": "started",
+                                        "sts": "1000", "mrr": "50000", "m0": "1000,50000"})
+    agg = compute_aggregates(raw, None, [7, 30, 90])
+    health = Scorecard(ScorecardConfig()).score(agg)
+    p = HealthPrior().predict_one(features_from(signals_from(agg), health.score))
+    assert health.band != "red" and p < 0.1, (health.score, p)
+    # the same silence after onboarding is a real warning sign
+    later = compute_aggregates(raw, 40 * 86_400_000, [7, 30, 90])
+    assert Scorecard(ScorecardConfig()).score(later).score < health.score
