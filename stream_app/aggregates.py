@@ -252,7 +252,7 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
         first_seen=_ms_to_dt(first_seen),
         last_event=_ms_to_dt(last_ts),
         last_activity=_ms_to_dt(lact),
-        days_since_last_activity=round((now - lact) / DAY_MS, 3) if (now is not None and lact is not None) else None,
+        days_since_last_activity=max(0.0, round((now - lact) / DAY_MS, 3)) if (now is not None and lact is not None) else None,
         events_applied=int(main.get("n", "0")),
         duplicates_ignored=int(main.get("dup", "0")),
         subscription_status=main.get("st"),

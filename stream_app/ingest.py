@@ -177,17 +177,20 @@ class Ingestor:
             for d in dead:
                 self.stats.dead_lettered[d.topic] += 1
                 log.warning("dead-lettered %s: %s", d.dead_letter_id, d.error)
-        if touched:
-            await self._retry(self.scorer.refresh, touched)
         highwater: dict[tuple[str, int], int] = {}
         for r in records:
             if r.highwater is not None:
                 highwater[(r.topic, r.partition)] = max(highwater.get((r.topic, r.partition), -1), r.highwater)
+        batch_progress = {
+            tp: (max(progress.get(tp, (-1, -1))[1], newest.get(tp, -1)),
+                 highwater.get(tp) is not None and off + 1 >= highwater[tp])
+            for tp, off in top_offset.items()
+        }
+        if touched:
+            await self._retry(self.scorer.refresh, touched, batch_progress)
         for tp, off in top_offset.items():
             if off > progress.get(tp, (-1, -1))[0]:
-                wm = max(progress.get(tp, (-1, -1))[1], newest.get(tp, -1))
-                hw = highwater.get(tp)
-                caught_up = hw is not None and off + 1 >= hw
+                wm, caught_up = batch_progress[tp]
                 await self._retry(self.store.set_progress, tp[0], tp[1], off, wm, caught_up)
         # after progress: the watermark then includes this batch
         if self.clock() - self._last_resolve >= self.settings.label_resolve_interval_s:

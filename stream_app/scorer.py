@@ -162,10 +162,19 @@ class Scorer:
     def pending_key(self) -> str:
         return f"{self.settings.key_prefix}labels:pending"
 
-    async def refresh(self, touched: dict[str, list[Trigger]]) -> None:
+    async def refresh(
+        self, touched: dict[str, list[Trigger]], batch: dict[tuple[str, int], tuple[int, bool]] | None = None
+    ) -> None:
+        """Score the touched customers. ``batch``: this batch's (newest event time, caught up)
+        per partition, for the watermark."""
         if not touched:
             return
         await self.model.refresh(self.store.redis)
+        # Score as of the cross-topic watermark, capped by the customer's own last event: the
+        # four topics are consumed independently, and during a backlog (a replay) a sparse
+        # topic runs far ahead of a dense one. Judged at its latest billing event, a customer
+        # whose activity is still queued would look idle for months.
+        watermark = await self.watermark(batch)
         ids = list(touched)
         raws = await self.store.read_many(ids)
         alerts: list[Alert] = []
@@ -178,7 +187,7 @@ class Scorer:
         for cid, raw in zip(ids, raws):
             if not raw.exists:
                 continue
-            now_ms = int(raw.main["lts"])
+            now_ms = int(raw.main["lts"]) if watermark is None else min(int(raw.main["lts"]), watermark)
             today = now_ms // DAY_MS
             agg = compute_aggregates(raw, now_ms, self.settings.windows_days)
             health = self.scorecard.score(agg)
@@ -255,20 +264,27 @@ class Scorer:
             pipe.zrem(self.risk_key(), *gone)
         await pipe.execute()
 
-    async def watermark(self) -> int | None:
+    async def watermark(self, batch: dict[tuple[str, int], tuple[int, bool]] | None = None) -> int | None:
         """Event-time watermark over all input partitions: the minimum of their newest event
         times, leaving out idle partitions (all their records handled) so that a sparse topic
-        (billing) does not stall it; if every partition is idle, the newest event time."""
+        (billing) does not stall it; if every partition is idle, the newest event time.
+        ``batch`` overlays the current batch's (newest event time, caught up) per partition,
+        which is not in Redis yet (progress is saved after the batch's effects)."""
+        parts = [(self.settings.topic(t), p) for t in INPUT_TOPICS for p in range(self.settings.topic_partitions)]
         pipe = self.store.redis.pipeline(transaction=False)
-        for logical in INPUT_TOPICS:
-            for p in range(self.settings.topic_partitions):
-                pipe.hmget(self.store._progress_key(self.settings.topic(logical), p), "wm", "idle")
+        for topic, p in parts:
+            pipe.hmget(self.store._progress_key(topic, p), "wm", "idle")
         busy: list[int] = []
         idle: list[int] = []
-        for wm, is_idle in await pipe.execute():
-            if wm is None or int(wm) < 0:
+        for tp, (wm, is_idle) in zip(parts, await pipe.execute()):
+            newest = int(wm) if wm is not None else -1
+            caught_up = is_idle in (b"1", "1")
+            if batch and tp in batch:
+                newest = max(newest, batch[tp][0])
+                caught_up = batch[tp][1]
+            if newest < 0:
                 continue
-            (idle if is_idle == b"1" or is_idle == "1" else busy).append(int(wm))
+            (idle if caught_up else busy).append(newest)
         if busy:
             return min(busy)
         return max(idle) if idle else None

@@ -123,3 +123,15 @@ def test_linear_explanation_is_coefficient_times_standardised_value() -> None:
     scaled = lr["StandardScaler"].transform_one(x)
     assert feature == "tenure_days" and value == 5.0  # short tenure pushes the risk up
     assert contribution == lr["LogisticRegression"].weights["tenure_days"] * scaled["tenure_days"] > 0
+
+
+async def test_a_topic_running_ahead_does_not_make_a_customer_look_idle(lh: Harness) -> None:
+    """Billing (sparse) is consumed months ahead of a backlogged activity topic."""
+    await lh.feed([ev("subscriptions", "s0", T0, cid="c", status="started", mrr=100)])
+    for day in range(0, 30):
+        await lh.feed(activity("c", day, n=3), lag=1000)  # the activity partition is far behind its log end
+    await lh.feed([ev("subscriptions", "s1", T0 + 90 * DAY, cid="c", status="renewed", mrr=100)])
+    raw = await lh.store.read("c")
+    assert raw.main["hb"] != "red"  # judged at the activity watermark (day 29), not at day 90
+    assert not [a for a in lh.out.alert_list if a.kind == "churn_risk"]
+    assert lh.out.score_list[-1].ts.date() == (T0 + 29 * DAY).date()
