@@ -69,6 +69,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--activity-scale", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--rate", type=float, default=None,
+                    help="replay events/s; below the pipeline's capacity no backlog forms, as in live operation")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
 
@@ -83,7 +85,7 @@ def main() -> int:
               flush=True)
         startup = stack.start_worker()
         t0 = time.monotonic()
-        stack.replay(data)
+        stack.replay(data, rate=args.rate)
         stack.wait_handled(n + 1, timeout=5400)
         elapsed = time.monotonic() - t0
         print(f"pipeline handled {n} events in {elapsed:.0f}s ({n / elapsed:,.0f}/s)", flush=True)
@@ -111,6 +113,7 @@ def main() -> int:
             "days": args.days,
             "events": n,
             "worker_startup_s": round(startup, 1),
+            "replay_rate": args.rate,
             "pipeline_events_per_s": round(n / elapsed),
             "model": summary,
             "alerts_by_kind": {k: sum(1 for a in alerts if a["kind"] == k) for k in kinds},
