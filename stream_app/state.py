@@ -211,7 +211,7 @@ class StateStore:
             self._sha = None
             results = await self._run(await self._load_script(), calls)
         out = [0] * len(events)
-        for (cid, idx), res in zip(groups.items(), results):
+        for idx, res in zip(groups.values(), results):
             for i, status in zip(idx, res):
                 out[i] = int(status)
         # newest event time applied anywhere: the read side's "now"

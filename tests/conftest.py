@@ -7,10 +7,10 @@ Broker: ``TEST_BROKER_URL`` if set, else an embedded Tansu broker on a free port
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio  # noqa: F401  (registers the asyncio plugin when installed)
@@ -18,6 +18,9 @@ import redis.asyncio as aioredis
 
 from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
 from stream_app.settings import Settings
+
+if TYPE_CHECKING:
+    from harness import Harness
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +76,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def h(settings: Settings, redis_client: aioredis.Redis) -> "Harness":
+    """An ingestor on the real Redis, with this test's key prefix."""
+    from harness import Harness
+
+    return Harness(settings, redis_client)

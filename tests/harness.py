@@ -6,8 +6,6 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
-
 from schemas import DeadLetter
 from stream_app.aggregates import compute_aggregates
 from stream_app.ingest import Ingestor, Record
@@ -78,10 +76,3 @@ class Harness:
         raw = await self.store.read(cid)
         now_ms = int(now.timestamp() * 1000) if now else None
         return compute_aggregates(raw, now_ms, self.settings.windows_days)
-
-
-@pytest.fixture
-def h(settings: Settings, redis_client: Any) -> Harness:
-    return Harness(settings, redis_client)
-
-
