@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
-from stream_app.settings import INPUT_TOPICS, Settings
+from stream_app.settings import Settings
 
 
 class Stack:
@@ -92,14 +92,7 @@ class Stack:
 
         client = redis_client(self.settings)
         try:
-            store = StateStore(client, self.settings)
-            total = 0
-            for logical in INPUT_TOPICS:
-                for p in range(self.partitions):
-                    prog = await store.get_progress(self.settings.topic(logical), p)
-                    if prog:
-                        total += prog[0] + 1
-            return total
+            return await StateStore(client, self.settings).handled(list(self.settings.input_topics), self.partitions)
         finally:
             await client.aclose()
 

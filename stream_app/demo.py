@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, redis_reachable
-from .settings import INPUT_TOPICS, Settings
+from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .state import StateStore
 
@@ -128,17 +128,6 @@ async def produce_simulation(
         await producer.stop()
 
 
-async def _handled(settings: Settings, store: StateStore) -> int:
-    """Records the worker has handled (applied or dead-lettered), from its partition progress."""
-    handled = 0
-    for logical in INPUT_TOPICS:
-        for p in range(settings.topic_partitions):
-            progress = await store.get_progress(settings.topic(logical), p)
-            if progress is not None:
-                handled += progress[0] + 1
-    return handled
-
-
 def _view(stats: DemoStats, handled: int, dead: int, risky: list[dict[str, object]],
           alerts: deque[dict[str, object]], note: str) -> Group:
     produced = sum(stats.produced.values()) + stats.bad_produced
@@ -231,7 +220,7 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
                     live.stop()
                     console.print(f"[red]worker exited ({worker.returncode}); log:[/red]\n{worker_log.read_text()[-3000:]}")
                     return 1
-                handled = await _handled(settings, store)
+                handled = await store.handled(list(settings.input_topics), settings.topic_partitions)
                 dead = await _count_dead_letters(settings)
                 risky = await riskiest(store, settings, 10)
                 note = "waiting for the worker to join its group (~6 s)" if handled == 0 else "Ctrl-C to stop"

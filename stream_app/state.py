@@ -251,6 +251,15 @@ class StateStore:
             _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up)
         )
 
+    async def handled(self, topics: list[str], partitions: int) -> int:
+        """Records handled (applied or dead-lettered) over these topics, from partition
+        progress: offsets start at 0 and are contiguous, so highest offset + 1 per partition."""
+        pipe = self.redis.pipeline(transaction=False)
+        for topic in topics:
+            for p in range(partitions):
+                pipe.hget(self._progress_key(topic, p), "off")
+        return sum(int(off) + 1 for off in await pipe.execute() if off is not None)
+
     async def watermark(self) -> int | None:
         raw = await self.redis.get(f"{self.prefix}wm")
         return int(raw) if raw is not None else None

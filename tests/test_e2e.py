@@ -118,25 +118,27 @@ def customer_json(env: dict[str, str], cid: str) -> dict[str, Any]:
 
 def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> None:
     """Wait until the worker's partition progress covers ``expected`` records."""
-    import redis
+    from stream_app.app import redis_client
+    from stream_app.state import StateStore
 
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS")})
-    client = redis.Redis.from_url(env["REDIS_URL"])
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()
+                                           if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "REDIS_URL")})
+
+    async def handled() -> int:
+        client = redis_client(settings)
+        try:
+            return await StateStore(client, settings).handled(list(settings.input_topics), settings.topic_partitions)
+        finally:
+            await client.aclose()
+
     deadline = time.monotonic() + timeout
-    handled = -1
-    from stream_app.state import hash_tag
-
+    done = -1
     while time.monotonic() < deadline:
-        handled = 0
-        for logical in ("activity", "tickets", "surveys", "subscriptions"):
-            for p in range(settings.topic_partitions):
-                off = client.hget(f"{settings.key_prefix}p:{{{hash_tag(settings.topic(logical))}}}:{p}", "off")
-                if off is not None:
-                    handled += int(off) + 1
-        if handled >= expected:
+        done = asyncio.run(handled())
+        if done >= expected:
             return
         time.sleep(0.5)
-    raise AssertionError(f"worker handled {handled} of {expected} records within {timeout}s")
+    raise AssertionError(f"worker handled {done} of {expected} records within {timeout}s")
 
 
 def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Popen[bytes], tmp_path: Path) -> None:
