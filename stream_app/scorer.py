@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas import Alert, DeadLetter, Reason, ScoreSnapshot
+from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, TicketEvent
 
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
@@ -120,8 +120,6 @@ class ModelHolder:
 
 def triggers_of(event: Any) -> Trigger | None:
     """The alert an input event can raise by itself, if any."""
-    from schemas import SurveyEvent, TicketEvent
-
     if isinstance(event, SurveyEvent) and event.survey == "nps" and event.score <= 6:
         return Trigger(kind="detractor", ts_ms=event.ts_ms, value=event.score, label="nps_answer")
     if isinstance(event, TicketEvent) and (

@@ -205,31 +205,29 @@ class StateStore:
         for cid, idx in groups.items():
             payload = orjson.dumps([encode_for_script(events[i], weights) for i in idx])
             calls.append((self.keys(cid).script_keys(), payload))
+        # newest event time applied anywhere (the read side's "now"), in the same round trip
+        newest = max(se.event.ts_ms for se in events)
         try:
-            results = await self._run(sha, calls)
+            results = await self._run(sha, calls, newest)
         except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load again once
             self._sha = None
-            results = await self._run(await self._load_script(), calls)
+            results = await self._run(await self._load_script(), calls, newest)
         out = [0] * len(events)
         for idx, res in zip(groups.values(), results):
             for i, status in zip(idx, res):
                 out[i] = int(status)
-        # newest event time applied anywhere: the read side's "now"
-        newest = max(se.event.ts_ms for se in events)
-        await self.redis.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest)
         return out
 
-    async def _run(self, sha: str, calls: list[tuple[list[str], bytes]]) -> list[list[int]]:
+    async def _run(self, sha: str, calls: list[tuple[list[str], bytes]], newest_ms: int) -> list[list[int]]:
         pipe = self.redis.pipeline(transaction=False)
         for keys, payload in calls:
             pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload)
+        pipe.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest_ms)  # a monotone max: safe to repeat
         results = await pipe.execute(raise_on_error=False)
         for r in results:
-            if isinstance(r, NoScriptError):
+            if isinstance(r, Exception):  # NoScriptError included: the caller reloads the script
                 raise r
-            if isinstance(r, Exception):
-                raise r
-        return results
+        return results[:-1]
 
     # --- partition progress ---------------------------------------------------------------
     def _progress_key(self, topic: str, partition: int) -> str:
