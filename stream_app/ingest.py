@@ -1,19 +1,22 @@
-"""One batch of input records -> customer state in Redis, dead letters to Kafka.
+"""Input records -> ordered, exactly-once effects in Redis; dead letters to Kafka.
 
-Independent of Faust (the app wiring hands it records), so it is tested directly against
-a real Redis. The order of effects is what makes a crash anywhere harmless:
+Independent of Faust (the app wiring hands it records and acknowledges what it returns), so
+it is tested directly against a real Redis. Per batch:
 
-1. read each partition's progress (highest handled offset, newest event time);
-2. skip records at or below it; decode and validate the rest, in offset order;
-3. apply valid events (atomic per customer, with offset and event_id bookkeeping);
-4. publish dead letters and wait for the broker's acknowledgement;
-5. refresh the touched customers' scores and alerts (``scorer.Scorer``);
-6. advance each partition's progress, then resolve the labels the watermark made due.
+1. load each new partition's progress (highest handled offset, newest event time) and skip
+   records at or below it (redelivered after a crash or a rebalance);
+2. decode and validate the rest in offset order; invalid ones are dead-lettered (and the
+   broker's acknowledgement awaited), valid ones are held by their partition group
+   (``ordering.GroupAligner``) under their event-time order key;
+3. release what the group's watermark (and the model checkpoint gate) allows, in order, and
+   apply + score it one event per customer at a time (``scorer.Scorer.process``);
+4. save each partition's progress (the prefix of offsets that is done) and return the
+   records that are done: only those may be acknowledged to Kafka. Held records are not,
+   so their offsets are never committed and a crash re-delivers them.
 
-A crash before 6 replays the batch: step 3 recognises what it already applied, step 5
-re-derives the same alerts with the same ids, a dead letter may be published again with
-the same ``dead_letter_id`` (at-least-once, keyed for de-duplication). While Redis or the broker is down the batch is retried with back-off
-and never acknowledged, so Kafka offsets are never committed past unapplied records.
+While Redis or the broker is down, work is retried with back-off and nothing is acknowledged.
+All of it runs under one lock: the four topics' agents take turns, because the order of
+effects, not just their set, is what makes a replay reproduce the same scores and alerts.
 """
 
 from __future__ import annotations
@@ -34,12 +37,11 @@ from redis.exceptions import BusyLoadingError
 
 from schemas import DeadLetter, format_errors
 
-from .alerts import Trigger
-
 from .decoding import check_not_future, decode
-from .settings import Settings
-from .scorer import ModelHolder, Outputs, Scorer, triggers_of
-from .state import ALREADY_APPLIED, APPLIED, DUPLICATE, SourcedEvent, StateStore
+from .ordering import TP, GroupAligner
+from .scorer import Learner, ModelHolder, Outputs, Scorer
+from .settings import INPUT_TOPICS, Settings
+from .state import SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,11 @@ class IngestStats:
         return sum(getattr(self, name).values())
 
 
+RecordKey = tuple[str, int, int]
+
+
 class Ingestor:
-    """Applies batches of records exactly once (effects), dead-letters what fails."""
+    """Applies records exactly once and in event-time order; dead-letters what fails."""
 
     def __init__(
         self,
@@ -95,116 +100,158 @@ class Ingestor:
         outputs: Outputs,
         clock: Callable[[], float] = time.time,
         model: ModelHolder | None = None,
+        inline_learner: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.outputs = outputs
-        self.scorer = Scorer(store, settings, outputs, model or ModelHolder(settings))
-        self._last_resolve = 0.0
+        self.model = model or ModelHolder(settings)
+        self.scorer = Scorer(store, settings, outputs, self.model)
+        #: the learner runs here when this process is the only one (tests, backtests); the
+        #: worker runs it on the Faust leader instead
+        self.learner = Learner(store, settings, outputs) if inline_learner else None
         self.stats = IngestStats()
         self._tolerance_ms = int(settings.future_tolerance_hours * 3_600_000)
         self._stopping = False
+        self._topics = [settings.topic(t) for t in INPUT_TOPICS]
+        self.groups: dict[int, GroupAligner[SourcedEvent]] = {}
+        self._loaded: set[TP] = set()
+        self._lock = asyncio.Lock()
 
     def stop(self) -> None:
         """Stop retrying (shutdown): the current batch is abandoned un-acknowledged."""
         self._stopping = True
 
-    async def handle(self, records: Sequence[Record]) -> None:
-        """Process one batch; returns only once every record is applied or dead-lettered."""
+    def group(self, partition: int) -> GroupAligner[SourcedEvent]:
+        g = self.groups.get(partition)
+        if g is None:
+            g = self.groups[partition] = GroupAligner(self._topics)
+        return g
+
+    def held(self) -> int:
+        return sum(g.held() for g in self.groups.values())
+
+    # --- assignment ----------------------------------------------------------------------------
+    async def assign(self, log_ends: dict[TP, int]) -> None:
+        """The partitions this worker now owns, with their log-end offsets. A partition with
+        records this worker has not seen yet holds its group's watermark back until they come."""
+        async with self._lock:
+            for tp, end in sorted(log_ends.items()):
+                if tp[0] not in self._topics:
+                    continue
+                prog = await self._retry(self.store.get_progress, *tp)
+                handled, wm = prog if prog is not None else (-1, -1)
+                caught_up = end <= handled + 1
+                if prog is None:
+                    await self._retry(self.store.ensure_progress, tp[0], tp[1], caught_up)
+                self.group(tp[1]).known(tp, handled, wm, caught_up)
+                self._loaded.add(tp)
+
+    def revoke(self, tps: set[TP]) -> None:
+        """Partitions now owned elsewhere: forget their held records (re-fetched there)."""
+        for tp in tps:
+            self._loaded.discard(tp)
+            if tp[1] in self.groups:
+                self.groups[tp[1]].drop({tp})
+
+    # --- records ---------------------------------------------------------------------------
+    async def handle(self, records: Sequence[Record]) -> list[RecordKey]:
+        """Take a batch; returns the keys of records now done (safe to acknowledge), which
+        may include records held from earlier batches. The others are held."""
         if not records:
-            return
+            return []
+        async with self._lock:
+            done = await self._take(records)
+            done.extend(await self._pump())
+            self.stats.batches += 1
+            return done
+
+    async def pump(self) -> list[RecordKey]:
+        """Release what became releasable without new input (the learner moved on, a
+        partition caught up); the app calls it periodically."""
+        async with self._lock:
+            return await self._pump()
+
+    async def _take(self, records: Sequence[Record]) -> list[RecordKey]:
         logical = self.settings.input_topics
-        parts = sorted({(r.topic, r.partition) for r in records})
         # The contract bounds ts to 24 h past "the newest event time seen". A partition's
         # newest event time alone would reject legitimate events after a quiet weekend on a
         # sparse partition, so the wall clock may only *relax* the bound: history replayed
         # later is judged by event time exactly as it was live (it is behind the clock).
         wall_ms = int(self.clock() * 1000)
-        progress = await self._retry(self._load_progress, parts)
-
-        valid: list[SourcedEvent] = []
-        dead: list[DeadLetter] = []
-        newest: dict[tuple[str, int], int] = {}
-        top_offset: dict[tuple[str, int], int] = {}
+        for tp in sorted({(r.topic, r.partition) for r in records} - self._loaded):
+            prog = await self._retry(self.store.get_progress, *tp)
+            handled, wm = prog if prog is not None else (-1, -1)
+            self.group(tp[1]).known(tp, handled, wm, False)
+            self._loaded.add(tp)
+        done: list[RecordKey] = []
+        dead: list[tuple[RecordKey, DeadLetter]] = []
+        last: dict[TP, Record] = {}
         for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
             tp = (r.topic, r.partition)
-            handled, wm = progress.get(tp, (-1, -1))
-            top_offset[tp] = max(top_offset.get(tp, -1), r.offset)
-            if r.offset <= handled:
+            g = self.group(r.partition)
+            track = g.track(tp)
+            if r.offset <= track.handled:
                 self.stats.redelivered[r.topic] += 1
+                done.append((r.topic, r.partition, r.offset))
                 continue
-            reference = max(wm, newest.get(tp, -1), wall_ms)
+            if r.offset <= track.received:
+                continue  # delivered again while still held here: it stays held
+            last[tp] = r
             result = decode(r.value, logical.get(r.topic, ""), self.settings.max_message_bytes)
             if not isinstance(result, list):
+                reference = max(track.newest, wall_ms)
                 future = check_not_future(result, reference, self._tolerance_ms)
                 if future is None:
-                    valid.append(SourcedEvent(result, r.topic, r.partition, r.offset))
-                    newest[tp] = max(newest.get(tp, -1), result.ts_ms)
+                    g.receive(tp, r.offset, result.ts_ms, SourcedEvent(result, r.topic, r.partition, r.offset))
                     continue
                 result = [future]
-            dead.append(
-                DeadLetter.from_bytes(
-                    r.value or b"",
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    error=format_errors(result),
-                    errors=result,
-                    received_at=datetime.now(timezone.utc),
-                    max_payload_bytes=self.settings.max_message_bytes,
-                )
-            )
-
-        # customers whose state this batch changed (or may have changed before a crash)
-        touched: dict[str, list[Trigger]] = {}
-        if valid:
-            statuses = await self._retry(self.store.apply, valid)
-            for se, status in zip(valid, statuses):
-                if status == DUPLICATE:
-                    self.stats.duplicates[se.topic] += 1
-                    continue
-                if status == APPLIED:
-                    self.stats.applied[se.topic] += 1
-                elif status == ALREADY_APPLIED:
-                    self.stats.redelivered[se.topic] += 1
-                triggers = touched.setdefault(se.event.customer_id, [])
-                trig = triggers_of(se.event)
-                if trig is not None:
-                    triggers.append(trig)
+            g.receive(tp, r.offset, None)
+            dead.append(((r.topic, r.partition, r.offset), DeadLetter.from_bytes(
+                r.value or b"", topic=r.topic, partition=r.partition, offset=r.offset,
+                error=format_errors(result), errors=result, received_at=datetime.now(timezone.utc),
+                max_payload_bytes=self.settings.max_message_bytes,
+            )))
         if dead:
-            await self._retry(self.outputs.dead_letters, dead)
-            for d in dead:
+            await self._retry(self.outputs.dead_letters, [d for _, d in dead])
+            for key, d in dead:
                 self.stats.dead_lettered[d.topic] += 1
                 log.warning("dead-lettered %s: %s", d.dead_letter_id, d.error)
-        highwater: dict[tuple[str, int], int] = {}
-        for r in records:
+                self.group(key[1]).done((key[0], key[1]), key[2])
+                done.append(key)
+        for tp, r in last.items():
             if r.highwater is not None:
-                highwater[(r.topic, r.partition)] = max(highwater.get((r.topic, r.partition), -1), r.highwater)
-        batch_progress = {
-            tp: (max(progress.get(tp, (-1, -1))[1], newest.get(tp, -1)),
-                 highwater.get(tp) is not None and off + 1 >= highwater[tp])
-            for tp, off in top_offset.items()
-        }
-        if touched:
-            await self._retry(self.scorer.refresh, touched, batch_progress)
-        for tp, off in top_offset.items():
-            if off > progress.get(tp, (-1, -1))[0]:
-                wm, caught_up = batch_progress[tp]
-                await self._retry(self.store.set_progress, tp[0], tp[1], off, wm, caught_up)
-        # after progress: the watermark then includes this batch
-        if self.clock() - self._last_resolve >= self.settings.label_resolve_interval_s:
-            await self._retry(self.scorer.resolve_labels)
-            self._last_resolve = self.clock()
-        self.stats.batches += 1
+                self.group(tp[1]).caught_up(tp, r.offset + 1 >= r.highwater)
+        await self._save_progress(set(last))
+        return done
 
-    async def _load_progress(self, parts: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-        out: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition in parts:
-            p = await self.store.get_progress(topic, partition)
-            if p is not None:
-                out[(topic, partition)] = p
-        return out
+    async def _pump(self) -> list[RecordKey]:
+        done: list[RecordKey] = []
+        while True:
+            first = min((k for g in self.groups.values()
+                         if (k := g.min_held_k()) is not None and k < g.watermark()), default=None)
+            if first is None:
+                break
+            gate = await self._retry(self.model.gate_ms, self.store.redis, first)
+            released = [p for g in self.groups.values() for p in g.release(gate)]
+            if released:
+                await self._retry(self.scorer.process, released)
+                for p in released:
+                    tp = p.tp
+                    self.group(tp[1]).done(tp, p.key[3])
+                    self.stats.applied[tp[0]] += 1
+                    done.append((tp[0], tp[1], p.key[3]))
+                await self._save_progress({p.tp for p in released})
+            if self.learner is None or not await self._retry(self.learner.advance):
+                break
+        return done
+
+    async def _save_progress(self, tps: set[TP]) -> None:
+        for tp in sorted(tps):
+            t = self.group(tp[1]).track(tp)
+            await self._retry(self.store.set_progress, tp[0], tp[1], t.handled, t.wm,
+                              t.is_caught_up and not t.open, t.low_watermark)
 
     async def _retry(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn`` until it succeeds; back off while Redis (or the broker) is away."""
@@ -217,7 +264,7 @@ class Ingestor:
                     raise
                 self.stats.redis_retries += 1
                 log.error(
-                    "dependency unavailable (%s: %s); batch not acknowledged, retrying in %.1fs",
+                    "dependency unavailable (%s: %s); nothing acknowledged, retrying in %.1fs",
                     type(exc).__name__,
                     exc,
                     delay,

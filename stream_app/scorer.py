@@ -1,25 +1,29 @@
-"""After a batch is applied: refresh the touched customers' health, churn probability and alerts;
-take label snapshots; resolve snapshots whose horizon the watermark has passed.
+"""Per event, in event-time order: health, churn probability, alerts and label snapshots;
+the single learner that turns due snapshots into labelled examples and model checkpoints.
 
-Per batch, for every customer with an applied event (one pipelined read for all of them):
-aggregates -> scorecard -> model -> alert rules. Outputs (alerts, score snapshots, resolved
-training examples) are published first and acknowledged by the broker; only then is the
-customer's score state (daily score history, alert memory, snapshot) saved. A crash in
-between re-derives the same alerts with the same ids (at-least-once, de-duplicable), never
-loses one.
+Scoring (``Scorer.process``): events arrive already ordered (``ordering``). Each customer's
+events are scored one at a time, in rounds: round n applies every customer's n-th event and
+reads its state back in one round trip, then scores it (aggregates -> scorecard -> model ->
+alert rules). Alerts and score snapshots are published and acknowledged by the broker before
+the score state that records them is saved, and that save rides in the same atomic script as
+the customer's next event (``lua/apply_events.lua``), so a crash can leave at most the last
+applied event unscored, and re-scoring it sees the very state it was first scored on.
 
-Delayed labels: a snapshot of the model's features is frozen at most once per
-``snapshot_every_days`` of event time per active customer and indexed by its due time
-(snapshot + horizon). When the event-time watermark (the minimum over all input partitions
-of their newest event time) passes the due time, the label is known: positive if the
-customer cancelled within the horizon after the snapshot. Positives wait for their horizon
-like negatives do, so the learner sees examples in event-time order, not churners first.
+Labels arrive later: a snapshot of the model's features is frozen at most once per
+``snapshot_every_days`` of event time per active customer, indexed by its due time
+(snapshot + horizon). The learner (one per deployment: the Faust leader) completes event-time
+days in order: once the watermark passes the start of day D it resolves every snapshot due
+before D (positive if the customer cancelled within the horizon), learns them in (due, id)
+order and checkpoints "the model through day D", atomically with removing them from the
+pending index. Scoring an event of day d uses the checkpoint of day ``d - model_lag_days``
+(events wait until it exists), so which model scored an event is a function of event time,
+not of how fast the learner happened to run: a replay gives the same probabilities.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +36,8 @@ from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .model import ChurnModel, decode_features, encode_features, features_from
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
-from .state import StateStore, digest
+from .ordering import Pending
+from .state import ALREADY_APPLIED, DUPLICATE, RawCustomerState, SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +60,6 @@ class ScoringStats:
     examples: int = 0
 
 
-_SAVE_SCRIPT = """
--- KEYS: 1 main hash, 2 snapshots hash.
--- ARGV: day, score*10, JSON object of main-hash fields to set, snapshot day or '', snapshot text,
--- history days kept
-local H, L = KEYS[1], KEYS[2]
-local day = tonumber(ARGV[1])
-redis.call('HSET', H, 'h' .. day, ARGV[2], 'hs', ARGV[2])
-for f, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', H, f, v) end
-if ARGV[4] ~= '' then
-  redis.call('HSET', L, ARGV[4], ARGV[5])
-  redis.call('HSET', H, 'snd', string.match(ARGV[4], '^(%d+)'))
-end
-local keep = tonumber(ARGV[6])
-if tonumber(redis.call('HGET', H, 'hpd') or '-1') < day then
-  for _, f in ipairs(redis.call('HKEYS', H)) do
-    local d = string.match(f, '^h(%d+)$')
-    if d and tonumber(d) < day - keep then redis.call('HDEL', H, f) end
-  end
-  redis.call('HSET', H, 'hpd', day)
-end
-return 1
-"""
-
-
 def load_alert_state(main: dict[str, str]) -> AlertState:
     """Alert memory is kept as short fields (``ab``, ``ar``, ``al:<kind>``) so the customer's
     hash stays in Redis' compact encoding (every value under 64 bytes)."""
@@ -95,28 +76,71 @@ def alert_state_fields(st: AlertState) -> dict[str, str]:
     return fields
 
 
+def _model_key(settings: Settings, name: str) -> str:
+    return f"{settings.key_prefix}model:{name}"
+
+
 class ModelHolder:
-    """The scorers' copy of the model: reloaded when the learner publishes a new checkpoint."""
+    """The scorers' view of the model: the checkpoint pinned to an event-time day.
+
+    ``model:through`` is the last day the learner completed; ``model:day:<D>`` names the blob
+    (``model:blob:<day it was written>``) serving day D, or ``prior``: the untrained model
+    (the health prior) serves the days before anything was learnt.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.model = ChurnModel(settings.model_min_labels, settings.model_min_positives)
-        self.loaded_version = -1
-        self._checked = 0.0
+        self.lag = settings.model_lag_days
+        self.through: int | None = None
+        self._refs: dict[int, str] = {}
+        self._models: dict[str, ChurnModel] = {}
+        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives)
 
-    async def refresh(self, redis: Any, min_interval_s: float = 2.0) -> None:
-        now = time.monotonic()
-        if now - self._checked < min_interval_s:
-            return
-        self._checked = now
-        version = await redis.get(f"{self.settings.key_prefix}model:version")
-        if version is None or int(version) == self.loaded_version:
-            return
-        blob = await redis.get(f"{self.settings.key_prefix}model:blob")
-        if blob is not None:
-            self.model = ChurnModel.from_bytes(blob)
-            self.loaded_version = int(version)
+    @property
+    def model(self) -> ChurnModel:
+        """The newest loaded model (for read-side tools)."""
+        return next(reversed(self._models.values())) if self._models else self._prior
 
+    async def load_through(self, redis: Any) -> int | None:
+        raw = await redis.get(_model_key(self.settings, "through"))
+        self.through = int(raw) if raw is not None else None
+        return self.through
+
+    async def gate_ms(self, redis: Any, first_k: int | None) -> int:
+        """Events with an order key below this may be scored now (their model exists).
+        The first event ever starts the day count (``SET NX``): no label can be due that early,
+        so every earlier day's model is the untrained one, whichever event came first."""
+        through = await self.load_through(redis)
+        if through is None:
+            if first_k is None:
+                return 0
+            await redis.set(_model_key(self.settings, "through"), first_k // DAY_MS - self.lag, nx=True)
+            through = await self.load_through(redis)
+            assert through is not None
+        return (through + self.lag + 1) * DAY_MS
+
+    async def for_day(self, redis: Any, day: int) -> ChurnModel:
+        need = day - self.lag
+        ref = self._refs.get(need)
+        if ref is None:
+            raw = await redis.get(_model_key(self.settings, f"day:{need}"))
+            ref = raw.decode() if isinstance(raw, bytes) else (raw or "prior")
+            if self.through is not None and need <= self.through:
+                self._refs[need] = ref
+                if len(self._refs) > 64:
+                    self._refs.pop(next(iter(self._refs)))
+        if ref == "prior":
+            return self._prior
+        model = self._models.get(ref)
+        if model is None:
+            blob = await redis.get(_model_key(self.settings, f"blob:{ref}"))
+            if blob is None:  # collected already: only a replica far behind asks for it
+                log.warning("model checkpoint %s is gone; scoring day %d with the newest loaded model", ref, day)
+                return self.model
+            model = self._models[ref] = ChurnModel.from_bytes(blob)
+            while len(self._models) > 3:
+                self._models.pop(next(iter(self._models)))
+        return model
 
 def triggers_of(event: Any) -> Trigger | None:
     """The alert an input event can raise by itself, if any."""
@@ -141,8 +165,28 @@ def trend(history: dict[int, float], today: int, score: float, days: int) -> flo
     return round(score - history[max(past)], 2)
 
 
+def order_text(key: tuple[int, int, int, int]) -> str:
+    """An order key as the compact text kept in the customer hash (``sk``)."""
+    return ".".join(map(str, key))
+
+
+def order_of(text: str | None) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(".")) if text else (-1,)
+
+
+@dataclass
+class Scored:
+    """What scoring one event produced."""
+
+    alerts: list[Alert]
+    score: ScoreSnapshot | None
+    pending: tuple[str, int] | None
+    save: bytes
+    risk: float | None
+
+
 class Scorer:
-    """Health, churn probability, alerts and label snapshots for touched customers."""
+    """Health, churn probability, alerts and label snapshots, one event at a time."""
 
     def __init__(self, store: StateStore, settings: Settings, outputs: Outputs, model: ModelHolder) -> None:
         self.store = store
@@ -152,7 +196,6 @@ class Scorer:
         self.scorecard = Scorecard(settings.scorecard())
         self.alert_cfg = AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit)
         self.stats = ScoringStats()
-        self._save_sha: str | None = None
 
     def risk_key(self) -> str:
         return f"{self.settings.key_prefix}risk"
@@ -160,82 +203,44 @@ class Scorer:
     def pending_key(self) -> str:
         return f"{self.settings.key_prefix}labels:pending"
 
-    async def refresh(
-        self, touched: dict[str, list[Trigger]], batch: dict[tuple[str, int], tuple[int, bool]] | None = None
-    ) -> None:
-        """Score the touched customers. ``batch``: this batch's (newest event time, caught up)
-        per partition, for the watermark."""
-        if not touched:
-            return
-        await self.model.refresh(self.store.redis)
-        # Score as of the cross-topic watermark, capped by the customer's own last event: the
-        # four topics are consumed independently, and during a backlog (a replay) a sparse
-        # topic runs far ahead of a dense one. Judged at its latest billing event, a customer
-        # whose activity is still queued would look idle for months.
-        watermark = await self.watermark(batch)
-        ids = list(touched)
-        raws = await self.store.read_many(ids)
-        alerts: list[Alert] = []
-        scores: list[ScoreSnapshot] = []
-        saves: list[tuple[str, list[Any]]] = []
-        pending: dict[str, int] = {}
-        risk: dict[str, float | None] = {}
-        green, yellow = self.scorecard.config.green_min, self.scorecard.config.yellow_min
-        horizon_ms = self.settings.label_horizon_days * DAY_MS
-        for cid, raw in zip(ids, raws):
-            if not raw.exists:
-                continue
-            now_ms = int(raw.main["lts"]) if watermark is None else min(int(raw.main["lts"]), watermark)
-            today = now_ms // DAY_MS
-            agg = compute_aggregates(raw, now_ms, self.settings.windows_days)
-            health = self.scorecard.score(agg)
-            x = features_from(health.signals, health.score)
-            p, version = self.model.model.predict_one(x)
-            model_reasons = [
-                Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4))
-                for f, v, c in self.model.model.explain(x)
-            ]
-            history = score_history(raw.main)
-            state = load_alert_state(raw.main)
-            new_alerts, state = evaluate(
-                self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
-                churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=touched[cid],
-                green_min=green, yellow_min=yellow,
+    async def process(self, released: list[Pending[SourcedEvent]]) -> None:
+        """Apply and score released events (in order-key order per customer)."""
+        queues: dict[str, deque[Pending[SourcedEvent]]] = {}
+        for p in released:
+            queues.setdefault(p.item.event.customer_id, deque()).append(p)
+        carry: dict[str, bytes] = {}
+        while queues:
+            round_ = [(cid, q.popleft()) for cid, q in queues.items()]
+            queues = {cid: q for cid, q in queues.items() if q}
+            results = await self.store.apply_and_read(
+                [(cid, [p.item], carry.pop(cid, b"")) for cid, p in round_]
             )
-            # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
-            if agg.subscription_status != "cancelled":
-                alerts.extend(new_alerts)
-            else:
-                new_alerts = []
-            # cs.scores: on a material change, and at least once per customer per event-time day
-            last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
-            last_day = int(raw.main.get("spd", "-1"))
-            publish = last_pub is None or abs(health.score - last_pub) >= self.settings.score_publish_delta or today > last_day
-            publish = publish or any(a.kind == "band_change" for a in new_alerts)
-            if publish:
-                scores.append(ScoreSnapshot(
-                    customer_id=cid, ts=agg.as_of, health_score=health.score, health_band=health.band,  # type: ignore[arg-type]
-                    churn_probability=min(1.0, max(0.0, p)), model_version=version, components=health.components,
-                ))
-            # label snapshot: at most one per customer per snapshot_every_days, never after a cancellation
-            snap_day = ""
-            snap_text = ""
-            last_snap = int(raw.main.get("snd", "-100000"))
-            if agg.subscription_status != "cancelled" and today - last_snap >= self.settings.snapshot_every_days:
-                # field "<day>:<second of day>", value the features: short enough (< 64 bytes)
-                # for Redis to keep the hash compact
-                snap_day, snap_text = f"{today}:{(now_ms % DAY_MS) // 1000}", encode_features(x)
-                pending[f"{cid}\x00{snap_day}"] = now_ms + horizon_ms
-            fields = alert_state_fields(state)
-            fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version})
-            fields.update({f"r{i}": f"{r.factor}:{r.impact:g}" for i, r in enumerate(health.reasons[:3], start=1)})
-            for i in range(len(health.reasons[:3]) + 1, 4):
-                fields[f"r{i}"] = ""
-            if publish:
-                fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
-            saves.append((cid, [today, int(round(health.score * 10)), orjson.dumps(fields), snap_day, snap_text, 35]))
-            risk[cid] = None if agg.subscription_status == "cancelled" else round(p, 4)
-            self.stats.scored += 1
+            alerts: list[Alert] = []
+            scores: list[ScoreSnapshot] = []
+            pending: dict[str, int] = {}
+            risk: dict[str, float | None] = {}
+            for (cid, p), (statuses, raw) in zip(round_, results):
+                # an event applied before a crash whose score state was saved: done already
+                if statuses[0] == ALREADY_APPLIED and p.key <= order_of(raw.main.get("sk")):
+                    continue
+                if statuses[0] == DUPLICATE:  # a re-sent event changes nothing; remember it was seen
+                    carry[cid] = orjson.dumps([-1, 0, {"sk": order_text(p.key)}, "", "", 0])
+                    continue
+                trig = triggers_of(p.item.event)
+                out = await self.score_one(raw, p.k, p.key, [trig] if trig else [])
+                alerts.extend(out.alerts)
+                if out.score is not None:
+                    scores.append(out.score)
+                if out.pending is not None:
+                    pending[out.pending[0]] = out.pending[1]
+                risk[cid] = out.risk
+                carry[cid] = out.save
+            await self._publish(alerts, scores, pending, risk)
+        if carry:  # the last event of each customer: its score state alone
+            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()])
+
+    async def _publish(self, alerts: list[Alert], scores: list[ScoreSnapshot], pending: dict[str, int],
+                       risk: dict[str, float | None]) -> None:
         if alerts:
             await self.outputs.alerts(alerts)
             for a in alerts:
@@ -243,16 +248,11 @@ class Scorer:
         if scores:
             await self.outputs.scores(scores)
             self.stats.scores_published += len(scores)
-        if pending:
-            # index before the snapshot itself: an index entry without a snapshot is skipped
-            await self.store.redis.zadd(self.pending_key(), pending)
-            self.stats.snapshots += len(pending)
-        if self._save_sha is None:
-            self._save_sha = await self.store.redis.script_load(_SAVE_SCRIPT)
         pipe = self.store.redis.pipeline(transaction=False)
-        for cid, argv in saves:
-            k = self.store.keys(cid)
-            pipe.evalsha(self._save_sha, 2, k.main, k.snapshots, *argv)
+        if pending:
+            # indexed before the snapshot itself is saved: an entry without one is skipped
+            pipe.zadd(self.pending_key(), pending)
+            self.stats.snapshots += len(pending)
         # the portfolio's risk ranking (a global index: "top N riskiest" without a scan)
         ranked = {cid: p for cid, p in risk.items() if p is not None}
         if ranked:
@@ -260,121 +260,169 @@ class Scorer:
         gone = [cid for cid, p in risk.items() if p is None]
         if gone:
             pipe.zrem(self.risk_key(), *gone)
-        await pipe.execute()
+        if pending or risk:
+            await pipe.execute()
 
-    async def watermark(self, batch: dict[tuple[str, int], tuple[int, bool]] | None = None) -> int | None:
-        """Event-time watermark over all input partitions: the minimum of their newest event
-        times, leaving out idle partitions (all their records handled) so that a sparse topic
-        (billing) does not stall it; if every partition is idle, the newest event time.
-        ``batch`` overlays the current batch's (newest event time, caught up) per partition,
-        which is not in Redis yet (progress is saved after the batch's effects)."""
-        parts = [(self.settings.topic(t), p) for t in INPUT_TOPICS for p in range(self.settings.topic_partitions)]
-        pipe = self.store.redis.pipeline(transaction=False)
-        for topic, p in parts:
-            pipe.hmget(self.store._progress_key(topic, p), "wm", "idle")
-        busy: list[int] = []
-        idle: list[int] = []
-        for tp, (wm, is_idle) in zip(parts, await pipe.execute()):
-            newest = int(wm) if wm is not None else -1
-            caught_up = is_idle in (b"1", "1")
-            if batch and tp in batch:
-                newest = max(newest, batch[tp][0])
-                caught_up = batch[tp][1]
-            if newest < 0:
-                continue
-            (idle if caught_up else busy).append(newest)
-        if busy:
-            return min(busy)
-        return max(idle) if idle else None
-
-    async def resolve_labels(self, limit: int = 2000) -> int:
-        """Turn due snapshots into labelled examples for the learner; returns how many."""
-        wm = await self.watermark()
-        if wm is None:
-            return 0
-        due = await self.store.redis.zrangebyscore(self.pending_key(), "-inf", wm, start=0, num=limit)
-        if not due:
-            return 0
-        members = [m.decode() if isinstance(m, bytes) else m for m in due]
-        pipe = self.store.redis.pipeline(transaction=False)
-        for m in members:
-            cid, day = m.split("\x00")
-            k = self.store.keys(cid)
-            pipe.hget(k.snapshots, day)
-            pipe.hget(k.main, "cts")
-        got = await pipe.execute()
-        horizon_ms = self.settings.label_horizon_days * DAY_MS
-        examples: list[dict[str, Any]] = []
-        for i, m in enumerate(members):
-            snap, cts = got[2 * i], got[2 * i + 1]
-            if snap is None:
-                continue
-            feats = snap.decode() if isinstance(snap, bytes) else snap
-            cid, day = m.split("\x00")
-            d, second = day.split(":")
-            snap_ts = int(d) * DAY_MS + int(second) * 1000
-            cancelled = cts is not None and snap_ts < int(cts) <= snap_ts + horizon_ms
-            examples.append({"id": f"{cid}\x00{day}", "customer_id": cid, "ts": snap_ts, "y": cancelled,
-                             "x": decode_features(feats)})
-        if examples:
-            await self.outputs.examples(examples)
-            self.stats.examples += len(examples)
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.zrem(self.pending_key(), *members)
-        for m in members:
-            cid, day = m.split("\x00")
-            pipe.hdel(self.store.keys(cid).snapshots, day)
-        await pipe.execute()
-        return len(examples)
+    async def score_one(self, raw: RawCustomerState, now_ms: int, key: tuple[int, int, int, int],
+                        triggers: list[Trigger]) -> Scored:
+        """Score one customer as of ``now_ms`` (the event's order key time)."""
+        cid = raw.customer_id
+        today = now_ms // DAY_MS
+        agg = compute_aggregates(raw, now_ms, self.settings.windows_days)
+        health = self.scorecard.score(agg)
+        x = features_from(health.signals, health.score)
+        model = await self.model.for_day(self.store.redis, today)
+        p, version = model.predict_one(x)
+        model_reasons = [
+            Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)
+        ]
+        history = score_history(raw.main)
+        state = load_alert_state(raw.main)
+        green, yellow = self.scorecard.config.green_min, self.scorecard.config.yellow_min
+        new_alerts, state = evaluate(
+            self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
+            churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=triggers,
+            green_min=green, yellow_min=yellow,
+        )
+        cancelled = agg.subscription_status == "cancelled"
+        # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
+        if cancelled:
+            new_alerts = []
+        # cs.scores: on a material change, and at least once per customer per event-time day
+        last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
+        last_day = int(raw.main.get("spd", "-1"))
+        publish = (last_pub is None or abs(health.score - last_pub) >= self.settings.score_publish_delta
+                   or today > last_day or any(a.kind == "band_change" for a in new_alerts))
+        score = None
+        if publish:
+            score = ScoreSnapshot(
+                customer_id=cid, ts=agg.as_of, health_score=health.score, health_band=health.band,  # type: ignore[arg-type]
+                churn_probability=min(1.0, max(0.0, p)), model_version=version, components=health.components,
+            )
+        # label snapshot: at most one per customer per snapshot_every_days, never after a cancellation
+        snap_day, snap_text, pending = "", "", None
+        last_snap = int(raw.main.get("snd", "-100000"))
+        if not cancelled and today - last_snap >= self.settings.snapshot_every_days:
+            # field "<day>:<second of day>", value the features: short enough (< 64 bytes)
+            # for Redis to keep the hash compact
+            snap_day, snap_text = f"{today}:{(now_ms % DAY_MS) // 1000}", encode_features(x)
+            pending = (f"{cid}\x00{snap_day}", now_ms + self.settings.label_horizon_days * DAY_MS)
+        fields = alert_state_fields(state)
+        fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version, "sk": order_text(key)})
+        reasons = health.reasons[:3]
+        fields.update({f"r{i}": f"{r.factor}:{r.impact:g}" for i, r in enumerate(reasons, start=1)})
+        for i in range(len(reasons) + 1, 4):
+            fields[f"r{i}"] = ""
+        if publish:
+            fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
+        save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35])
+        self.stats.scored += 1
+        return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4))
 
 
 class Learner:
-    """The single learner: de-duplicates examples, learns, checkpoints to Redis (versioned)."""
+    """The single learner: completes event-time days in order (see the module docstring)."""
 
-    def __init__(self, redis: Any, settings: Settings) -> None:
-        self.redis = redis
+    #: model checkpoints kept (days); a scorer needs only the last few
+    KEEP_DAYS = 60
+
+    def __init__(self, store: StateStore, settings: Settings, outputs: Outputs | None = None) -> None:
+        self.store = store
+        self.redis = store.redis
         self.settings = settings
-        self.prefix = settings.key_prefix
+        self.outputs = outputs
         self.model: ChurnModel | None = None
-        self._last_checkpoint = 0.0
-        self._since_checkpoint = 0
+        self._model_day: int | None = None
+        self.learned = 0
 
-    async def load(self) -> ChurnModel:
-        if self.model is None:
-            blob = await self.redis.get(f"{self.prefix}model:blob")
-            self.model = (
-                ChurnModel.from_bytes(blob)
-                if blob is not None
-                else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives)
-            )
+    def _k(self, name: str) -> str:
+        return _model_key(self.settings, name)
+
+    async def _load(self, through: int) -> ChurnModel:
+        if self.model is None or self._model_day != through:
+            ref = await self.redis.get(self._k(f"day:{through}"))
+            ref = ref.decode() if isinstance(ref, bytes) else ref
+            blob = await self.redis.get(self._k(f"blob:{ref}")) if ref and ref != "prior" else None
+            self.model = (ChurnModel.from_bytes(blob) if blob is not None
+                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives))
+            self._model_day = through
         return self.model
 
-    async def learn(self, examples: list[dict[str, Any]]) -> int:
-        model = await self.load()
-        pipe = self.redis.pipeline(transaction=False)
-        for ex in examples:
-            # a digest keeps the key printable whatever the customer id holds
-            pipe.set(f"{self.prefix}model:seen:{digest(ex['id'], 12)}", 1, nx=True, ex=90 * 86400)
-        fresh = await pipe.execute()
-        learned = 0
-        for ex, is_new in sorted(zip(examples, fresh), key=lambda t: t[0]["ts"]):
-            if is_new:
-                model.learn_one(ex["x"], bool(ex["y"]))
-                learned += 1
-        self._since_checkpoint += learned
-        if self._since_checkpoint and (
-            self._since_checkpoint >= 500 or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
-        ):
-            await self.checkpoint()
-        return learned
+    async def advance(self, max_days: int = 31) -> int:
+        """Complete the days the watermark has passed; returns how many."""
+        raw = await self.redis.get(self._k("through"))
+        if raw is None:
+            return 0
+        through = int(raw)
+        parts = [(self.settings.topic(t), p) for t in INPUT_TOPICS for p in range(self.settings.topic_partitions)]
+        wm = await self.store.progress_watermark(parts)
+        if wm is None:
+            return 0
+        done = 0
+        for day in range(through + 1, min(wm // DAY_MS, through + max_days) + 1):
+            await self._complete(day)
+            done += 1
+        return done
 
-    async def checkpoint(self) -> None:
-        model = await self.load()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}model:blob", model.to_bytes())
-        pipe.set(f"{self.prefix}model:summary", orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
-        pipe.set(f"{self.prefix}model:version", model.version)
-        await pipe.execute()
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+    async def _complete(self, day: int) -> None:
+        model = await self._load(day - 1)
+        prev_ref = await self.redis.get(self._k(f"day:{day - 1}"))
+        prev_ref = (prev_ref.decode() if isinstance(prev_ref, bytes) else prev_ref) or "prior"
+        pending = f"{self.settings.key_prefix}labels:pending"
+        due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}", withscores=True)
+        members = [m.decode() if isinstance(m, bytes) else m for m, _ in due]
+        examples = await self._resolve(members)
+        for ex in examples:
+            model.learn_one(ex["x"], bool(ex["y"]))
+        self.learned += len(examples)
+        ref = str(day) if examples else prev_ref
+        tx = self.redis.pipeline(transaction=True)
+        if examples:
+            tx.set(self._k(f"blob:{day}"), model.to_bytes())
+            tx.set(self._k("summary"), orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
+            tx.set(self._k("version"), model.version)
+        tx.set(self._k(f"day:{day}"), ref)
+        tx.set(self._k("through"), day)
+        if members:
+            tx.zrem(pending, *members)
+        # checkpoints older than KEEP_DAYS: the day index, and its blob once no day uses it
+        old = day - self.KEEP_DAYS
+        tx.delete(self._k(f"day:{old}"))
+        await tx.execute()
+        old_ref, next_ref = await self.redis.mget(self._k(f"day:{old}"), self._k(f"day:{old + 1}"))
+        if next_ref is not None and (next_ref.decode() if isinstance(next_ref, bytes) else next_ref) != str(old):
+            await self.redis.delete(self._k(f"blob:{old}"))
+        self._model_day = day
+        if members:
+            pipe = self.redis.pipeline(transaction=False)
+            for m in members:
+                cid, snap = m.split("\x00")
+                pipe.hdel(self.store.keys(cid).snapshots, snap)
+            await pipe.execute()
+        if examples and self.outputs is not None:
+            await self.outputs.examples(examples)
+
+    async def _resolve(self, members: list[str]) -> list[dict[str, Any]]:
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for m in members:
+            cid, snap = m.split("\x00")
+            k = self.store.keys(cid)
+            pipe.hget(k.snapshots, snap)
+            pipe.hget(k.main, "cts")
+        got = await pipe.execute()
+        horizon_ms = self.settings.label_horizon_days * DAY_MS
+        out: list[dict[str, Any]] = []
+        for i, m in enumerate(members):
+            feats, cts = got[2 * i], got[2 * i + 1]
+            if feats is None:
+                continue
+            cid, snap = m.split("\x00")
+            d, second = snap.split(":")
+            snap_ts = int(d) * DAY_MS + int(second) * 1000
+            cancelled = cts is not None and snap_ts < int(cts) <= snap_ts + horizon_ms
+            text = feats.decode() if isinstance(feats, bytes) else feats
+            out.append({"id": m, "customer_id": cid, "ts": snap_ts, "y": cancelled, "x": decode_features(text)})
+        return out
 

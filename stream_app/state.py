@@ -98,10 +98,10 @@ class CustomerKeys:
 
     def script_keys(self) -> list[str]:
         """The keys ``apply_events.lua`` takes, in its order."""
-        return [self.main, self.days, self.seen, self.tickets, self.dedupe]
+        return [self.main, self.days, self.seen, self.tickets, self.dedupe, self.snapshots]
 
     def all(self) -> list[str]:
-        return [*self.script_keys(), self.snapshots]
+        return self.script_keys()
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,72 @@ class StateStore:
                 raise r
         return results[:-1]
 
+    async def apply_and_read(
+        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]]
+    ) -> list[tuple[list[int], RawCustomerState]]:
+        """One scoring round, one round trip: per customer, save the score state of its
+        previous event and apply its next events (one atomic script), then read its state."""
+        sha = await self._load_script()
+        weights = self.settings.priority_weights
+        try:
+            return await self._apply_and_read(sha, calls, weights)
+        except NoScriptError:
+            self._sha = None
+            return await self._apply_and_read(await self._load_script(), calls, weights)
+
+    async def _apply_and_read(
+        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]], weights: dict[str, int]
+    ) -> list[tuple[list[int], RawCustomerState]]:
+        pipe = self.redis.pipeline(transaction=False)
+        newest = -1
+        for cid, events, save in calls:
+            k = self.keys(cid)
+            payload = orjson.dumps([encode_for_script(se, weights) for se in events])
+            pipe.evalsha(sha, 6, *k.script_keys(), *self._static_argv, payload, save)
+            self._queue_read(pipe, cid)
+            for se in events:
+                newest = max(newest, se.event.ts_ms)
+        if newest >= 0:
+            pipe.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest)
+        res = await pipe.execute(raise_on_error=False)
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        out = []
+        for i, (cid, _, _) in enumerate(calls):
+            status, *reads = res[6 * i : 6 * i + 6]
+            out.append(([int(x) for x in status], self._raw_from(cid, reads)))
+        return out
+
     # --- partition progress ---------------------------------------------------------------
+    async def ensure_progress(self, topic: str, partition: int, idle: bool) -> None:
+        """A placeholder for a partition nobody has handled yet, so that the global
+        watermark waits for it (unless it is empty)."""
+        key = self._progress_key(topic, partition)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "off", -1)
+        pipe.hsetnx(key, "wm", -1)
+        pipe.hsetnx(key, "lw", -1)
+        pipe.hsetnx(key, "idle", int(idle))
+        await pipe.execute()
+
+    async def progress_watermark(self, parts: Sequence[tuple[str, int]]) -> int | None:
+        """Event-time watermark from saved progress: the minimum newest event time over the
+        partitions still busy; a partition at its log end (idle) does not hold it back, one
+        with no progress at all is ignored. If all are idle: the newest of them."""
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, p in parts:
+            pipe.hmget(self._progress_key(topic, p), "off", "lw", "idle")
+        busy: list[int] = []
+        idle: list[int] = []
+        for off, lw, is_idle in await pipe.execute():
+            if off is None:
+                continue
+            newest = int(lw) if lw is not None else -1
+            (idle if is_idle in (b"1", "1") else busy).append(newest)
+        if busy:
+            return min(busy)
+        return max(idle) if idle else None
     def _progress_key(self, topic: str, partition: int) -> str:
         return f"{self.prefix}p:{{{hash_tag(topic)}}}:{partition}"
 
@@ -241,12 +306,15 @@ class StateStore:
         return int(raw[0]), int(raw[1] or -1)
 
     async def set_progress(
-        self, topic: str, partition: int, offset: int, newest_ms: int, caught_up: bool = False
+        self, topic: str, partition: int, offset: int, newest_ms: int, caught_up: bool = False,
+        low_ms: int | None = None,
     ) -> None:
-        """Record that every offset <= ``offset`` is handled (never moves backwards), and
-        whether that reached the partition's log end when fetched (an idle partition)."""
+        """Record that every offset <= ``offset`` is handled (never moves backwards), whether
+        that reached the partition's log end when fetched (an idle partition), and the low
+        watermark: every record ordered before ``low_ms`` is done (monotone)."""
         await self.redis.eval(
-            _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up)
+            _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up),
+            newest_ms if low_ms is None else low_ms,
         )
 
     async def handled(self, topics: list[str], partitions: int) -> int:
@@ -270,22 +338,26 @@ class StateStore:
         """Several customers' state in one pipelined round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for cid in customer_ids:
-            k = self.keys(cid)
-            pipe.hgetall(k.main)
-            pipe.hgetall(k.days)
-            pipe.hgetall(k.seen)
-            pipe.hgetall(k.tickets)
-            pipe.hlen(k.dedupe)
+            self._queue_read(pipe, cid)
         res = await pipe.execute()
+        return [self._raw_from(cid, res[5 * i : 5 * i + 5]) for i, cid in enumerate(customer_ids)]
+
+    def _queue_read(self, pipe: Any, cid: str) -> None:
+        k = self.keys(cid)
+        pipe.hgetall(k.main)
+        pipe.hgetall(k.days)
+        pipe.hgetall(k.seen)
+        pipe.hgetall(k.tickets)
+        pipe.hlen(k.dedupe)
+
+    @staticmethod
+    def _raw_from(cid: str, reads: Sequence[Any]) -> RawCustomerState:
+        main, days, seen, tickets, ndedupe = reads
 
         def conv(d: dict[Any, Any]) -> dict[str, str]:
             return {_s(a): _s(b) for a, b in d.items()}
 
-        out = []
-        for i, cid in enumerate(customer_ids):
-            main, days, seen, tickets, ndedupe = res[5 * i : 5 * i + 5]
-            out.append(RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe)))
-        return out
+        return RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe))
 
     async def memory_usage(self, customer_id: str) -> int:
         """Bytes Redis reports (``MEMORY USAGE``) over all of this customer's keys."""
@@ -315,13 +387,16 @@ return 1
 """
 
 _PROGRESS_SCRIPT = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'off') or '-1')
+if redis.call('HEXISTS', KEYS[1], 'off') == 0 then redis.call('HSET', KEYS[1], 'off', -1) end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'off'))
 if tonumber(ARGV[1]) > cur then
   redis.call('HSET', KEYS[1], 'off', ARGV[1])
   local wm = tonumber(redis.call('HGET', KEYS[1], 'wm') or '-1')
   if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[1], 'wm', ARGV[2]) end
-  redis.call('HSET', KEYS[1], 'idle', ARGV[3])
 end
+if tonumber(ARGV[1]) >= cur then redis.call('HSET', KEYS[1], 'idle', ARGV[3]) end
+local lw = tonumber(redis.call('HGET', KEYS[1], 'lw') or '-1')
+if tonumber(ARGV[4]) > lw then redis.call('HSET', KEYS[1], 'lw', ARGV[4]) end
 return 1
 """
 

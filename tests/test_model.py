@@ -9,7 +9,6 @@ import pytest
 
 from harness import DAY, T0, Harness, ev
 from stream_app.model import ChurnModel, features_from
-from stream_app.scorer import Learner, ModelHolder
 from stream_app.settings import Settings
 
 
@@ -71,23 +70,6 @@ async def test_snapshots_at_most_every_n_days_and_none_after_cancellation(lh: Ha
     await lh.feed([ev("subscriptions", "x", T0 + 20 * DAY, cid="c", status="cancelled", mrr=0)])
     await lh.feed(activity("c", 28))
     assert lh.ingestor.scorer.stats.snapshots == 3
-
-
-async def test_learner_dedupes_checkpoints_and_scorers_restore(settings: Settings, redis_client: Any) -> None:
-    s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 3, "checkpoint_interval_s": 0.0})
-    learner = Learner(redis_client, s)
-    examples = [{"id": f"c{i}\x00{i}", "customer_id": f"c{i}", "ts": i, "y": i % 4 == 0,
-                 "x": {"health_score": 20.0 if i % 4 == 0 else 80.0, "tenure_days": float(i)}} for i in range(60)]
-    assert await learner.learn(examples) == 60
-    assert await learner.learn(examples[:10]) == 0  # redelivered examples are not learnt twice
-    holder = ModelHolder(s)
-    await holder.refresh(redis_client, min_interval_s=0)
-    assert holder.model.labels_seen == 60 and holder.model.ready
-    x = features_from({"tenure_days": 5.0}, 30.0)
-    assert holder.model.predict_one(x) == learner.model.predict_one(x)  # same predictions after restore
-    # a restarted learner resumes from the checkpoint, not from scratch
-    resumed = Learner(redis_client, s)
-    assert (await resumed.load()).labels_seen == 60
 
 
 def test_prior_until_enough_labels_and_until_beaten() -> None:

@@ -13,6 +13,7 @@ KEYS (all hash-tagged with the customer):
   3 X  hash: last active day of each user (u<hash>) and feature (f<name>)
   4 K  hash: tickets  ticket<hash> -> "state,opened_ms,last_ms,weight"
   5 E  hash: "<day>.<k>" -> up to 7 concatenated 8-char event_id digests (de-duplication)
+  6 L  hash: pending label snapshots ("<day>:<second>" -> frozen model features)
 ARGV:
   1 longest window (days)   2 dedupe horizon (days)   3 tracked actions N
   4 ticket retention (days) 5 max open tickets        6 max tracked users+features
@@ -21,6 +22,12 @@ ARGV:
      {"t", p, o, id, ts, ticket, status, weight, sentiment_milli|false}
      {"s", p, o, id, ts, survey, score_milli}
      {"b", p, o, id, ts, status, mrr_cents, plan}
+  8 '' or the score state of the customer's previous scored event, saved first (JSON array:
+     day, score*10, {main-hash field: value}, snapshot field or '', snapshot text, history days;
+     day -1: only the fields, e.g. the order key of a duplicate that was not scored).
+     Saving it in the same script as the next event's update is what makes "applied through
+     event n" imply "scored through event n-1": after a crash only the last applied event can
+     be unscored, and re-scoring it reads exactly the state it was first scored on.
 Returns one status per event: 1 applied, 2 duplicate event_id, 3 offset already applied.
 
 Why these structures (memory target <= 2 KiB per active customer):
@@ -42,7 +49,27 @@ local TRET = tonumber(ARGV[4])
 local MOT = tonumber(ARGV[5])
 local MU = tonumber(ARGV[6])
 local evs = cjson.decode(ARGV[7])
+local L = KEYS[6]
 local DAY = 86400000
+
+-- score state of the previous event (see ARGV 8) -------------------------------------------
+if ARGV[8] ~= nil and ARGV[8] ~= '' then
+  local sv = cjson.decode(ARGV[8])
+  local sday, s10, fields, snap, snaptext, keep = sv[1], sv[2], sv[3], sv[4], sv[5], sv[6]
+  for f, v in pairs(fields) do redis.call('HSET', H, f, v) end
+  if sday >= 0 then redis.call('HSET', H, 'h' .. sday, s10, 'hs', s10) end
+  if snap ~= '' then
+    redis.call('HSET', L, snap, snaptext)
+    redis.call('HSET', H, 'snd', string.match(snap, '^(%d+)'))
+  end
+  if sday >= 0 and tonumber(redis.call('HGET', H, 'hpd') or '-1') < sday then
+    for _, f in ipairs(redis.call('HKEYS', H)) do
+      local d = string.match(f, '^h(%d+)$')
+      if d and tonumber(d) < sday - keep then redis.call('HDEL', H, f) end
+    end
+    redis.call('HSET', H, 'hpd', sday)
+  end
+end
 local TOPIC_FIELD = {a = 'o:a', t = 'o:t', s = 'o:s', b = 'o:b'}
 
 local function num(v, d)
