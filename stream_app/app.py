@@ -1,18 +1,22 @@
 """The Faust app, wired as the data flow:
 
-    cs.activity ┐                               ┌─> Redis: per-customer state (atomic per customer)
-    cs.tickets  ├─> ingest agents ─> Ingestor ──┼─> cs.deadletter   invalid input, with reasons
-    cs.surveys  │   (take_events      + Scorer  ├─> cs.alerts       at-risk alerts
-    cs.subscriptions┘  batches)                 ├─> cs.scores       health snapshots
-                                                └─> cs.model-examples (1 partition) ─> learn agent
-                                                                     └─> Redis: model checkpoint ─> scorers
+    cs.activity ┐                                ┌─> Redis: per-customer state (atomic per customer)
+    cs.tickets  ├─> ingest agents ─> Ingestor ───┼─> cs.deadletter   invalid input, with reasons
+    cs.surveys  │   (take_events    ordered by   ├─> cs.alerts       at-risk alerts
+    cs.subscriptions┘  batches)     event time,  ├─> cs.scores       health snapshots
+                                    + Scorer     └─> Redis: label snapshots ─> learner (leader timer)
+                                                          ─> model checkpoints per event-time day ─> Scorer
 
 Each input topic has one agent; all of them hand batches of raw records to the same
-``Ingestor`` (decode -> validate -> apply -> dead-letter -> score/alert -> progress).
-Resolved training examples go through one single-partition topic, so however many workers
-run there is exactly one learner (the owner of that partition) and one model. Values stay raw
-bytes (``value_serializer="raw"``) so validation, not Faust, decides what is bad input and
-a bad message can never crash the worker.
+``Ingestor``, which holds each record until its partition group's event-time watermark passes
+it, then applies and scores in that order. The agent acknowledges only the records the
+ingestor reports done; held ones get an extra reference (``incref``) so ``take_events`` does
+not acknowledge them, and are acknowledged when they are done, from whichever agent or the
+pump timer finished them. Offsets therefore never get committed past unapplied records.
+The learner runs on the Faust leader only (one per deployment, a single model); resolved
+examples are also published to ``cs.model-examples`` as an audit trail. Values stay raw
+bytes (``value_serializer="raw"``) so validation, not Faust, decides what is bad input and a
+bad message can never crash the worker.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from schemas import Alert, DeadLetter, ScoreSnapshot
 
 import orjson
 
-from .ingest import Ingestor, Record
+from .ingest import TRANSIENT_ERRORS, Ingestor, Record
 from .scorer import Learner
 from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, Settings
 from .state import StateStore
@@ -93,6 +97,9 @@ class FaustOutputs:
         await self._send("examples", [(None, orjson.dumps(e)) for e in examples])
 
 
+RecordKey = tuple[str, int, int]
+
+
 class Runtime:
     """What the agents share inside the worker's event loop, created on first use."""
 
@@ -102,19 +109,43 @@ class Runtime:
         self._ingestor: Ingestor | None = None
         self._learner: Learner | None = None
         self._lock = asyncio.Lock()
+        #: records the ingestor holds (not done), by key: acknowledged when done
+        self.held: dict[RecordKey, list[Any]] = {}
 
     async def ingestor(self) -> Ingestor:
         async with self._lock:
             if self._ingestor is None:
                 store = StateStore(redis_client(self.settings), self.settings)
-                self._ingestor = Ingestor(store, self.settings, self.outputs)
+                self._ingestor = Ingestor(store, self.settings, self.outputs, inline_learner=False)
             return self._ingestor
 
     async def learner(self) -> Learner:
         async with self._lock:
             if self._learner is None:
-                self._learner = Learner(redis_client(self.settings), self.settings)
+                store = StateStore(redis_client(self.settings), self.settings)
+                self._learner = Learner(store, self.settings, self.outputs)
             return self._learner
+
+    def hold(self, events: list[Any], done: list[RecordKey]) -> None:
+        """Keep the not-done events of a batch un-acknowledged; acknowledge held ones now done."""
+        finished = set(done)
+        for e in events:
+            m = e.message
+            key = (m.topic, m.partition, m.offset)
+            if key not in finished:
+                m.incref()
+                self.held.setdefault(key, []).append(e)
+        self.release(done)
+
+    def release(self, done: list[RecordKey]) -> None:
+        for key in done:
+            for e in self.held.pop(key, ()):
+                e.ack()
+
+    def forget(self, tps: set[tuple[str, int]]) -> None:
+        """Revoked partitions: their held records are re-fetched by the new owner; never ack them."""
+        for key in [k for k in self.held if (k[0], k[1]) in tps]:
+            del self.held[key]
 
 
 def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
@@ -130,7 +161,7 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
                 for e in events
             ]
             try:
-                await ingestor.handle(records)
+                done = await ingestor.handle(records)
             except BaseException:
                 # take_events acknowledges the batch in a ``finally`` (so its offsets would
                 # be committed); hold one extra reference so a batch that was not fully
@@ -138,23 +169,46 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
                 for e in events:
                     e.message.incref()
                 raise
+            runtime.hold(list(events), done)
 
     return ingest
 
 
-def _learn_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
-    async def learn(stream: faust.StreamT) -> None:
-        learner = await runtime.learner()
-        async for events in stream.take_events(1000, within=0.5):
-            examples = [orjson.loads(e.message.value) for e in events]
-            try:
-                await learner.learn(examples)
-            except BaseException:
-                for e in events:  # same rule as ingestion: nothing acknowledged unless learnt
-                    e.message.incref()
-                raise
+def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
+    """Assignment, revocation, the pump and the learner."""
+    settings = runtime.settings
+    inputs = {settings.topic(t) for t in INPUT_TOPICS}
 
-    return learn
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        tps = [tp for tp in assigned if tp.topic in inputs]
+        if not tps:
+            return
+        ends = await app.consumer.highwaters(*tps)
+        ingestor = await runtime.ingestor()
+        await ingestor.assign({(tp.topic, tp.partition): int(end) for tp, end in ends.items()})
+
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        tps = {(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs}
+        if tps and runtime._ingestor is not None:
+            runtime._ingestor.revoke(tps)
+            runtime.forget(tps)
+
+    @app.timer(0.25, name="stream_app.pump")
+    async def pump() -> None:
+        # releases what became releasable without new input (the learner completed a day,
+        # another worker's progress moved the watermark)
+        if runtime._ingestor is not None and runtime._ingestor.held():
+            runtime.release(await runtime._ingestor.pump())
+
+    @app.timer(max(settings.label_resolve_interval_s, 0.1), on_leader=True, name="stream_app.learner")
+    async def learn() -> None:
+        learner = await runtime.learner()
+        try:
+            await learner.advance()
+        except TRANSIENT_ERRORS as exc:  # Redis away: the next tick tries again
+            log.error("learner: dependency unavailable (%s: %s)", type(exc).__name__, exc)
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -201,6 +255,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     runtime = Runtime(settings, outputs)
     for logical, topic in topics.items():
         app.agent(topic, name=f"stream_app.ingest_{logical}")(_ingest_agent(runtime))
-    app.agent(outputs.topics["examples"], name="stream_app.learn")(_learn_agent(runtime))
+    _wire_lifecycle(app, runtime)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tools and tests
     return app

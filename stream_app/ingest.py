@@ -138,7 +138,7 @@ class Ingestor:
         records this worker has not seen yet holds its group's watermark back until they come."""
         async with self._lock:
             for tp, end in sorted(log_ends.items()):
-                if tp[0] not in self._topics:
+                if tp[0] not in self._topics or tp in self._loaded:
                     continue
                 prog = await self._retry(self.store.get_progress, *tp)
                 handled, wm = prog if prog is not None else (-1, -1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness import DAY, T0, Harness, ev
-from stream_app.model import ChurnModel, features_from
+from stream_app.model import ChurnModel
 from stream_app.settings import Settings
 
 
