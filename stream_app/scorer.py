@@ -83,9 +83,10 @@ def _model_key(settings: Settings, name: str) -> str:
 class ModelHolder:
     """The scorers' view of the model: the checkpoint pinned to an event-time day.
 
-    ``model:through`` is the last day the learner completed; ``model:day:<D>`` names the blob
-    (``model:blob:<day it was written>``) serving day D, or ``prior``: the untrained model
-    (the health prior) serves the days before anything was learnt.
+    ``model:through`` is the last day the learner completed; the sorted set ``model:days``
+    maps each day a checkpoint was written (score) to its blob (``model:blob:<day>``), which
+    serves that day and the following ones up to the next checkpoint. Before the first, the
+    untrained model (the health prior) serves.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -123,9 +124,9 @@ class ModelHolder:
         need = day - self.lag
         ref = self._refs.get(need)
         if ref is None:
-            raw = await redis.get(_model_key(self.settings, f"day:{need}"))
-            ref = raw.decode() if isinstance(raw, bytes) else (raw or "prior")
-            if self.through is not None and need <= self.through:
+            got = await redis.zrevrangebyscore(_model_key(self.settings, "days"), need, "-inf", start=0, num=1)
+            ref = (got[0].decode() if isinstance(got[0], bytes) else got[0]) if got else "prior"
+            if self.through is not None and need <= self.through:  # final: cache it
                 self._refs[need] = ref
                 if len(self._refs) > 64:
                     self._refs.pop(next(iter(self._refs)))
@@ -141,6 +142,7 @@ class ModelHolder:
             while len(self._models) > 3:
                 self._models.pop(next(iter(self._models)))
         return model
+
 
 def triggers_of(event: Any) -> Trigger | None:
     """The alert an input event can raise by itself, if any."""
@@ -323,7 +325,7 @@ class Scorer:
 class Learner:
     """The single learner: completes event-time days in order (see the module docstring)."""
 
-    #: model checkpoints kept (days); a scorer needs only the last few
+    #: checkpoints kept (days of event time); scorers need only the last few
     KEEP_DAYS = 60
 
     def __init__(self, store: StateStore, settings: Settings, outputs: Outputs | None = None) -> None:
@@ -339,60 +341,63 @@ class Learner:
         return _model_key(self.settings, name)
 
     async def _load(self, through: int) -> ChurnModel:
+        """The model as of the end of day ``through`` (from memory unless another learner
+        moved on meanwhile, e.g. after a leader change)."""
         if self.model is None or self._model_day != through:
-            ref = await self.redis.get(self._k(f"day:{through}"))
-            ref = ref.decode() if isinstance(ref, bytes) else ref
-            blob = await self.redis.get(self._k(f"blob:{ref}")) if ref and ref != "prior" else None
+            got = await self.redis.zrevrangebyscore(self._k("days"), through, "-inf", start=0, num=1)
+            ref = (got[0].decode() if isinstance(got[0], bytes) else got[0]) if got else None
+            blob = await self.redis.get(self._k(f"blob:{ref}")) if ref else None
             self.model = (ChurnModel.from_bytes(blob) if blob is not None
                           else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives))
             self._model_day = through
         return self.model
 
-    async def advance(self, max_days: int = 31) -> int:
-        """Complete the days the watermark has passed; returns how many."""
+    async def advance(self, max_steps: int = 31) -> int:
+        """Complete the days the watermark has passed; returns how many steps it took.
+        Days without any label due are completed together in one step."""
         raw = await self.redis.get(self._k("through"))
         if raw is None:
             return 0
         through = int(raw)
         parts = [(self.settings.topic(t), p) for t in INPUT_TOPICS for p in range(self.settings.topic_partitions)]
         wm = await self.store.progress_watermark(parts)
-        if wm is None:
+        if wm is None or wm // DAY_MS <= through:
             return 0
-        done = 0
-        for day in range(through + 1, min(wm // DAY_MS, through + max_days) + 1):
-            await self._complete(day)
-            done += 1
-        return done
-
-    async def _complete(self, day: int) -> None:
-        model = await self._load(day - 1)
-        prev_ref = await self.redis.get(self._k(f"day:{day - 1}"))
-        prev_ref = (prev_ref.decode() if isinstance(prev_ref, bytes) else prev_ref) or "prior"
+        target = wm // DAY_MS
         pending = f"{self.settings.key_prefix}labels:pending"
-        due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}", withscores=True)
-        members = [m.decode() if isinstance(m, bytes) else m for m, _ in due]
+        steps = 0
+        while through < target and steps < max_steps:
+            first = await self.redis.zrange(pending, 0, 0, withscores=True)
+            # the first day whose checkpoint includes a label: the day after the earliest due
+            day = int(first[0][1]) // DAY_MS + 1 if first else target
+            day = min(max(day, through + 1), target)
+            await self._complete(through, day)
+            through = day
+            steps += 1
+        return steps
+
+    async def _complete(self, through: int, day: int) -> None:
+        """Days ``through+1 .. day``: learn every label due before the start of ``day``."""
+        model = await self._load(through)
+        pending = f"{self.settings.key_prefix}labels:pending"
+        due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}")
+        members = [m.decode() if isinstance(m, bytes) else m for m in due]
         examples = await self._resolve(members)
         for ex in examples:
             model.learn_one(ex["x"], bool(ex["y"]))
         self.learned += len(examples)
-        ref = str(day) if examples else prev_ref
         tx = self.redis.pipeline(transaction=True)
         if examples:
             tx.set(self._k(f"blob:{day}"), model.to_bytes())
+            tx.zadd(self._k("days"), {str(day): day})
             tx.set(self._k("summary"), orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
             tx.set(self._k("version"), model.version)
-        tx.set(self._k(f"day:{day}"), ref)
         tx.set(self._k("through"), day)
         if members:
             tx.zrem(pending, *members)
-        # checkpoints older than KEEP_DAYS: the day index, and its blob once no day uses it
-        old = day - self.KEEP_DAYS
-        tx.delete(self._k(f"day:{old}"))
         await tx.execute()
-        old_ref, next_ref = await self.redis.mget(self._k(f"day:{old}"), self._k(f"day:{old + 1}"))
-        if next_ref is not None and (next_ref.decode() if isinstance(next_ref, bytes) else next_ref) != str(old):
-            await self.redis.delete(self._k(f"blob:{old}"))
         self._model_day = day
+        await self._collect(day)
         if members:
             pipe = self.redis.pipeline(transaction=False)
             for m in members:
@@ -401,6 +406,15 @@ class Learner:
             await pipe.execute()
         if examples and self.outputs is not None:
             await self.outputs.examples(examples)
+
+    async def _collect(self, day: int) -> None:
+        """Drop checkpoints that serve only days older than KEEP_DAYS (keep the one serving
+        the oldest kept day)."""
+        old = await self.redis.zrangebyscore(self._k("days"), "-inf", day - self.KEEP_DAYS)
+        for ref in old[:-1]:
+            r = ref.decode() if isinstance(ref, bytes) else ref
+            await self.redis.zrem(self._k("days"), r)
+            await self.redis.delete(self._k(f"blob:{r}"))
 
     async def _resolve(self, members: list[str]) -> list[dict[str, Any]]:
         if not members:

@@ -96,19 +96,19 @@ async def test_scores_use_the_checkpoint_pinned_to_the_event_day(small_model: Se
     await run(h, logs, random.Random(2))
     r, p = redis_client, small_model.key_prefix
     through = int(await r.get(f"{p}model:through"))
-    refs = {d: (await r.get(f"{p}model:day:{d}")) for d in range(through - 40, through + 1)}
-    learnt = sorted(int(v) for v in refs.values() if v not in (None, b"prior"))
-    assert learnt, "the learner wrote no checkpoint"
-    # a day's checkpoint is the newest one written on or before that day
-    for d, ref in refs.items():
-        if ref is not None and ref != b"prior":
-            assert int(ref) <= d and (await r.exists(f"{p}model:blob:{int(ref)}"))
-    # a fresh scorer process serves exactly the learner's model for that day
+    checkpoints = {int(m): int(sc) for m, sc in await r.zrange(f"{p}model:days", 0, -1, withscores=True)}
+    assert checkpoints, "the learner wrote no checkpoint"
+    for m, sc in checkpoints.items():
+        assert m == sc <= through and await r.exists(f"{p}model:blob:{m}")
+    # a fresh scorer process serves, for each day, the newest checkpoint written on or before
+    # (day - lag), and the untrained prior before the first
     holder = ModelHolder(small_model)
     await holder.load_through(r)
-    day = max(learnt) + small_model.model_lag_days
-    model = await holder.for_day(r, day)
-    assert model.labels_seen == (await holder.for_day(r, day)).labels_seen > 0
+    lag = small_model.model_lag_days
+    first, last = min(checkpoints), max(checkpoints)
+    assert (await holder.for_day(r, first + lag - 1)).labels_seen == 0
+    learnt = await holder.for_day(r, last + lag)
+    assert learnt.labels_seen > 0 and learnt.labels_seen == h.ingestor.learner.model.labels_seen
 
 
 def test_a_late_event_keeps_its_place_behind_its_partition() -> None:
