@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable
 
 import faust
@@ -32,7 +33,7 @@ from schemas import Alert, DeadLetter, ScoreSnapshot
 
 import orjson
 
-from .ingest import TRANSIENT_ERRORS, Ingestor, Record
+from .ingest import TRANSIENT_ERRORS, Ingestor, Record, StateLostError
 from .scorer import Learner
 from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, Settings
 from .state import StateStore
@@ -162,6 +163,8 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
             ]
             try:
                 done = await ingestor.handle(records)
+            except StateLostError as exc:
+                _fatal(exc)
             except BaseException:
                 # take_events acknowledges the batch in a ``finally`` (so its offsets would
                 # be committed); hold one extra reference so a batch that was not fully
@@ -172,6 +175,14 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
             runtime.hold(list(events), done)
 
     return ingest
+
+
+def _fatal(exc: Exception) -> None:
+    """Stop at once, acknowledging nothing: continuing would build on a wrong state, and a
+    supervisor restarting the worker gets the same clear message until someone acts."""
+    log.critical("%s", exc)
+    logging.shutdown()
+    os._exit(3)
 
 
 def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
@@ -185,8 +196,13 @@ def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
         if not tps:
             return
         ends = await app.consumer.highwaters(*tps)
+        starts = await app.consumer.earliest_offsets(*tps)
         ingestor = await runtime.ingestor()
-        await ingestor.assign({(tp.topic, tp.partition): int(end) for tp, end in ends.items()})
+        try:
+            await ingestor.assign({(tp.topic, tp.partition): int(end) for tp, end in ends.items()},
+                                  {(tp.topic, tp.partition): int(v) for tp, v in starts.items()})
+        except StateLostError as exc:
+            _fatal(exc)
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
@@ -200,7 +216,20 @@ def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
         # releases what became releasable without new input (the learner completed a day,
         # another worker's progress moved the watermark)
         if runtime._ingestor is not None and runtime._ingestor.held():
-            runtime.release(await runtime._ingestor.pump())
+            try:
+                runtime.release(await runtime._ingestor.pump())
+            except StateLostError as exc:
+                _fatal(exc)
+
+    @app.timer(5.0, name="stream_app.state_check")
+    async def state_check() -> None:
+        if runtime._ingestor is not None:
+            try:
+                await runtime._ingestor.check_state()
+            except StateLostError as exc:
+                _fatal(exc)
+            except TRANSIENT_ERRORS:
+                pass  # Redis away: the ingest path retries and logs it
 
     @app.timer(max(settings.label_resolve_interval_s, 0.1), on_leader=True, name="stream_app.learner")
     async def learn() -> None:

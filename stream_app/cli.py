@@ -92,6 +92,28 @@ def replay(file: str, rate: float | None) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+def rebuild(yes: bool) -> None:
+    """Rebuild Redis state from the input topics (after Redis lost its data). Stop the workers first."""
+    from .rebuild import rebuild as do_rebuild
+
+    settings = load_settings()
+    if not yes:
+        click.confirm(f"Delete every key under {settings.key_prefix!r} and rebuild it from Kafka "
+                      f"(all workers of {settings.app_id!r} stopped)?", abort=True)
+    with Progress(TextColumn("rebuild"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("rebuild", total=None)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = _with_store(settings, lambda store: do_rebuild(settings, store.redis, step))
+    console.print(f"rebuilt from {report['records']:,} records on {report['partitions']} partitions "
+                  f"({report['deleted_keys']:,} stale keys deleted; not re-published: {report['not_republished']})")
+
+
 def _with_store(settings: Settings, fn: Any) -> Any:
     """Run ``await fn(store)`` against the configured Redis."""
     from .app import redis_client

@@ -72,6 +72,17 @@ class Record:
     highwater: int | None = None
 
 
+class StateLostError(RuntimeError):
+    """Redis no longer holds the state the consumer group's committed offsets build on."""
+
+
+STATE_LOST_HELP = (
+    "Nothing more will be applied. Stop all workers, run `stream-app rebuild` (it replays every "
+    "input topic from its earliest offset into Redis and moves the consumer group to the end of "
+    "what it rebuilt), then start the workers again."
+)
+
+
 @dataclass
 class IngestStats:
     """Running counters (per real topic name)."""
@@ -118,6 +129,9 @@ class Ingestor:
         self.groups: dict[int, GroupAligner[SourcedEvent]] = {}
         self._loaded: set[TP] = set()
         self._lock = asyncio.Lock()
+        #: partitions that had no progress in Redis when assigned -> their log start offset
+        self._fresh: dict[TP, int] = {}
+        self._epoch: bytes | None = None
 
     def stop(self) -> None:
         """Stop retrying (shutdown): the current batch is abandoned un-acknowledged."""
@@ -133,10 +147,12 @@ class Ingestor:
         return sum(g.held() for g in self.groups.values())
 
     # --- assignment ----------------------------------------------------------------------------
-    async def assign(self, log_ends: dict[TP, int]) -> None:
-        """The partitions this worker now owns, with their log-end offsets. A partition with
-        records this worker has not seen yet holds its group's watermark back until they come."""
+    async def assign(self, log_ends: dict[TP, int], log_starts: dict[TP, int] | None = None) -> None:
+        """The partitions this worker now owns, with their log-end (and log-start) offsets. A
+        partition with records this worker has not seen yet holds its group's watermark back
+        until they come."""
         async with self._lock:
+            await self._check_epoch(create=True)
             for tp, end in sorted(log_ends.items()):
                 if tp[0] not in self._topics or tp in self._loaded:
                     continue
@@ -145,8 +161,29 @@ class Ingestor:
                 caught_up = end <= handled + 1
                 if prog is None:
                     await self._retry(self.store.ensure_progress, tp[0], tp[1], caught_up)
+                    if log_starts is not None:
+                        self._fresh[tp] = log_starts.get(tp, 0)
                 self.group(tp[1]).known(tp, handled, wm, caught_up)
                 self._loaded.add(tp)
+
+    async def check_state(self) -> None:
+        """Raise ``StateLostError`` if Redis lost the state (the app checks this periodically,
+        so an idle worker notices too)."""
+        if self._epoch is not None:
+            async with self._lock:
+                await self._check_epoch()
+
+    async def _check_epoch(self, create: bool = False) -> None:
+        """Redis restarted empty (or was flushed) under a running deployment: detect it by
+        the epoch marker this worker saw, instead of silently building on a blank state."""
+        key = f"{self.settings.key_prefix}epoch"
+        if create and self._epoch is None:
+            await self._retry(self.store.redis.set, key, f"{self.clock():.0f}", nx=True)
+        current = await self._retry(self.store.redis.get, key)
+        if self._epoch is None:
+            self._epoch = current
+        elif current != self._epoch:
+            raise StateLostError(f"Redis lost this deployment's state: the marker {key} is gone. " + STATE_LOST_HELP)
 
     def revoke(self, tps: set[TP]) -> None:
         """Partitions now owned elsewhere: forget their held records (re-fetched there)."""
@@ -185,6 +222,8 @@ class Ingestor:
             handled, wm = prog if prog is not None else (-1, -1)
             self.group(tp[1]).known(tp, handled, wm, False)
             self._loaded.add(tp)
+        if self._epoch is not None:
+            await self._check_epoch()
         done: list[RecordKey] = []
         dead: list[tuple[RecordKey, DeadLetter]] = []
         last: dict[TP, Record] = {}
@@ -198,6 +237,11 @@ class Ingestor:
                 continue
             if r.offset <= track.received:
                 continue  # delivered again while still held here: it stays held
+            start = self._fresh.pop(tp, None)
+            if start is not None and r.offset > start:
+                raise StateLostError(
+                    f"Redis has no progress for {tp[0]}[{tp[1]}] but the consumer group resumes it at offset "
+                    f"{r.offset} (log start {start}): the state of the records before it is gone. " + STATE_LOST_HELP)
             last[tp] = r
             result = decode(r.value, logical.get(r.topic, ""), self.settings.max_message_bytes)
             if not isinstance(result, list):

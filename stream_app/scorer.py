@@ -378,6 +378,15 @@ class Learner:
 
     async def _complete(self, through: int, day: int) -> None:
         """Days ``through+1 .. day``: learn every label due before the start of ``day``."""
+        try:
+            await self._complete_days(through, day)
+        except BaseException:
+            # the in-memory model may have learnt examples the checkpoint does not record:
+            # start again from the checkpoint, never learn anything twice
+            self.model = None
+            raise
+
+    async def _complete_days(self, through: int, day: int) -> None:
         model = await self._load(through)
         pending = f"{self.settings.key_prefix}labels:pending"
         due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}")

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(default=65536, ge=1024)
     future_tolerance_hours: float = Field(default=24.0, ge=0)
+    retention_days: int = Field(default=180, ge=0, le=3650, description="A customer silent this long (event time) starts over when it returns; its keys expire after this long (0: never)")
     ticket_retention_days: int = Field(default=30, ge=1, description="Resolved tickets are remembered this long")
     max_open_tickets: int = Field(default=200, ge=1)
     max_tracked_users: int = Field(default=500, ge=1, description="Distinct users+features remembered per customer")

@@ -179,6 +179,7 @@ class StateStore:
             settings.max_open_tickets,
             settings.max_tracked_users,
         ]
+        self._retention_ms = settings.retention_days * 86_400_000
 
     def keys(self, customer_id: str) -> CustomerKeys:
         return CustomerKeys.for_customer(self.prefix, customer_id)
@@ -221,7 +222,7 @@ class StateStore:
     async def _run(self, sha: str, calls: list[tuple[list[str], bytes]], newest_ms: int) -> list[list[int]]:
         pipe = self.redis.pipeline(transaction=False)
         for keys, payload in calls:
-            pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload)
+            pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload, b"", self._retention_ms)
         pipe.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest_ms)  # a monotone max: safe to repeat
         results = await pipe.execute(raise_on_error=False)
         for r in results:
@@ -250,7 +251,7 @@ class StateStore:
         for cid, events, save in calls:
             k = self.keys(cid)
             payload = orjson.dumps([encode_for_script(se, weights) for se in events])
-            pipe.evalsha(sha, 6, *k.script_keys(), *self._static_argv, payload, save)
+            pipe.evalsha(sha, 6, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms)
             self._queue_read(pipe, cid)
             for se in events:
                 newest = max(newest, se.event.ts_ms)

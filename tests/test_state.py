@@ -210,3 +210,21 @@ async def test_customer_ids_of_any_content_are_isolated(h: Harness) -> None:
         a = await h.agg(c)
         assert a.windows["7d"].activity_events == i + 1, c
     assert set(odd) <= set(await h.store.customer_ids())
+
+
+async def test_a_customer_silent_past_retention_starts_over_and_keys_expire(h: Harness) -> None:
+    from schemas import TicketEvent
+    from stream_app.state import SourcedEvent
+
+    h.store._retention_ms = 120 * 86_400_000
+    ticket = ev("tickets", "t1", T0, ticket_id="k1", status="opened", priority="high")
+    await h.feed([ev("activity", "a1", T0, action="login", user_id="u1"), ticket])
+    ttl = await h.store.redis.pttl(h.store.keys("acme").main)
+    assert 0 < ttl <= 120 * 86_400_000  # expires unless a new day of activity comes
+    await h.feed([ev("activity", "a2", T0 + 200 * DAY, action="login", user_id="u2")])
+    raw = await h.store.read("acme")
+    assert raw.main["n"] == "1" and int(raw.main["fs"]) == int((T0 + 200 * DAY).timestamp() * 1000)
+    assert raw.tickets == {} and "o:t" in raw.main  # offset bookkeeping survives the fresh start
+    # the old ticket record redelivered: recognised by its offset, not counted into the new life
+    old = SourcedEvent(TicketEvent.model_validate_json(ticket[1]), h.settings.topic("tickets"), 0, 0)
+    assert await h.store.apply([old]) == [3]

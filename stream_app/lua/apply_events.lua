@@ -25,6 +25,9 @@ ARGV:
   8 '' or the score state of the customer's previous scored event, saved first (JSON array:
      day, score*10, {main-hash field: value}, snapshot field or '', snapshot text, history days;
      day -1: only the fields, e.g. the order key of a duplicate that was not scored).
+  9 retention (ms, 0 = keep forever): a customer silent for longer than this (in event time)
+     starts over when it returns, and its keys expire after this long without a new day
+     (wall clock: live, event time and the clock agree; a replay finishes long before).
      Saving it in the same script as the next event's update is what makes "applied through
      event n" imply "scored through event n-1": after a crash only the last applied event can
      be unscored, and re-scoring it reads exactly the state it was first scored on.
@@ -51,6 +54,7 @@ local MU = tonumber(ARGV[6])
 local evs = cjson.decode(ARGV[7])
 local L = KEYS[6]
 local DAY = 86400000
+local RET = tonumber(ARGV[9] or '0')
 
 -- score state of the previous event (see ARGV 8) -------------------------------------------
 if ARGV[8] ~= nil and ARGV[8] ~= '' then
@@ -396,6 +400,17 @@ local APPLY = {a = apply_activity, t = apply_ticket, s = apply_survey, b = apply
 local out = {}
 for i, e in ipairs(evs) do
   local kind, p, o, id, ts = e[1], e[2], e[3], e[4], e[5]
+  if RET > 0 then
+    local lts0 = num(redis.call('HGET', H, 'lts'), nil)
+    if lts0 and ts - lts0 > RET then
+      -- back after the retention period: a new customer, but the offset bookkeeping stays
+      -- (a redelivered older record must still be recognised)
+      local keep = redis.call('HMGET', H, 'o:a', 'o:t', 'o:s', 'o:b', 'sk')
+      redis.call('DEL', H, D, X, K, E, L)
+      local names = {'o:a', 'o:t', 'o:s', 'o:b', 'sk'}
+      for j = 1, 5 do if keep[j] then redis.call('HSET', H, names[j], keep[j]) end end
+    end
+  end
   local status = 1
   local of = TOPIC_FIELD[kind]
   local prev = redis.call('HGET', H, of)
@@ -441,7 +456,10 @@ for i, e in ipairs(evs) do
       local fs = num(redis.call('HGET', H, 'fs'), nil)
       if fs == nil or ts < fs then redis.call('HSET', H, 'fs', ts) end
       redis.call('HINCRBY', H, 'n', 1)
-      if today > num(redis.call('HGET', H, 'pd'), -1) then prune(today) end
+      if today > num(redis.call('HGET', H, 'pd'), -1) then
+        prune(today)
+        if RET > 0 then for _, key in ipairs({H, D, X, K, E, L}) do redis.call('PEXPIRE', key, RET) end end
+      end
       APPLY[kind](e, day, day > today - MAXW)
     else
       redis.call('HINCRBY', H, 'dup', 1)
