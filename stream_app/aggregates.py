@@ -122,83 +122,80 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def compute_window(raw: RawCustomerState, now_ms: int, window: int) -> WindowAggregates:
+class _Parsed:
+    """A customer's buckets parsed once, summed per window (scoring runs per event)."""
+
+    __slots__ = ("slot_names", "activity", "seen", "tickets", "surveys", "billing")
+
+    def __init__(self, raw: RawCustomerState) -> None:
+        main = raw.main
+        n_slots = int(main.get("na", "0"))
+        self.slot_names = [main.get(f"a{i}", f"slot{i}") for i in range(n_slots)]
+        self.activity = [(int(d), _vec(v, 2 + n_slots)) for d, v in raw.days.items()]
+        self.seen = [(m[0] == "u", int(d)) for m, d in raw.seen.items()]
+        self.tickets: list[tuple[int, list[int]]] = []
+        self.surveys: list[tuple[int, list[int]]] = []
+        self.billing: list[tuple[int, list[int]]] = []
+        for f, val in main.items():
+            kind = f[0]
+            if kind in "tsb" and f[1:].isdigit():
+                if kind == "t":
+                    self.tickets.append((int(f[1:]), _vec(val, 8)))
+                elif kind == "s":
+                    self.surveys.append((int(f[1:]), _vec(val, 10)))
+                else:
+                    self.billing.append((int(f[1:]), _vec(val, 6)))
+
+
+def compute_window(raw: RawCustomerState | _Parsed, now_ms: int, window: int) -> WindowAggregates:
     """Sum the day buckets that fall inside one window."""
-    main = raw.main
-    n_slots = int(main.get("na", "0"))
-    slot_names = [main.get(f"a{i}", f"slot{i}") for i in range(n_slots)]
+    p = raw if isinstance(raw, _Parsed) else _Parsed(raw)
     days = window_days(now_ms, window)
     lo, hi = days.start, days.stop - 1
-    w = WindowAggregates(days=window)
+    n_slots = len(p.slot_names)
     actions = [0] * n_slots
-    other = 0
-    for d_str, val in raw.days.items():
-        d = int(d_str)
+    other = duration = active_days = 0
+    for d, v in p.activity:
         if lo <= d <= hi:
-            v = _vec(val, 2 + n_slots)
-            w.activity_duration_s += v[0]
+            duration += v[0]
             other += v[1]
             for i in range(n_slots):
                 actions[i] += v[2 + i]
-            if sum(v[1:]) > 0:
-                w.active_days += 1
-    w.activity_events = other + sum(actions)
-    w.actions = {name: c for name, c in zip(slot_names, actions) if c}
+            if any(v[1:]):
+                active_days += 1
+    users = sum(1 for is_user, d in p.seen if is_user and d >= lo)
+    features = sum(1 for is_user, d in p.seen if not is_user and d >= lo)
+    t = [0] * 8
+    for d, v in p.tickets:
+        if lo <= d <= hi:
+            t = [a + b for a, b in zip(t, v)]
+    sv = [0] * 10
+    for d, v in p.surveys:
+        if lo <= d <= hi:
+            sv = [a + b for a, b in zip(sv, v)]
+    b = [0] * 6
+    for d, v in p.billing:
+        if lo <= d <= hi:
+            b = [x + y for x, y in zip(b, v)]
+    named = {name: c for name, c in zip(p.slot_names, actions) if c}
     if other:
-        w.actions["other"] = other
-    for member, last_day in raw.seen.items():
-        if int(last_day) >= lo:
-            if member.startswith("u"):
-                w.active_users += 1
-            else:
-                w.features_used += 1
-    ttr_s = ttr_n = sent = sent_n = 0
-    nps_sum = csat_sum = ces_sum = 0
-    for f, val in main.items():
-        kind = f[0]
-        if kind not in "tsb" or not f[1:].isdigit():
-            continue
-        d = int(f[1:])
-        if not lo <= d <= hi:
-            continue
-        if kind == "t":
-            v = _vec(val, 8)
-            w.tickets_opened += v[0]
-            w.tickets_resolved += v[1]
-            w.tickets_reopened += v[2]
-            w.ticket_load += v[3]
-            ttr_s += v[4]
-            ttr_n += v[5]
-            sent += v[6]
-            sent_n += v[7]
-        elif kind == "s":
-            v = _vec(val, 10)
-            w.nps_responses += v[0]
-            nps_sum += v[1]
-            w.nps_promoters += v[2]
-            w.nps_passives += v[3]
-            w.nps_detractors += v[4]
-            w.csat_responses += v[5]
-            csat_sum += v[6]
-            w.csat_satisfied += v[7]
-            w.ces_responses += v[8]
-            ces_sum += v[9]
-        else:
-            v = _vec(val, 6)
-            w.renewals += v[1]
-            w.upgrades += v[2]
-            w.downgrades += v[3]
-            w.cancellations += v[4]
-    w.plan_changes = w.upgrades + w.downgrades
-    w.mean_time_to_resolve_h = ttr_s / ttr_n / 3600 if ttr_n else None
-    w.sentiment_mean = sent / sent_n / 1000 if sent_n else None
-    w.nps_mean = nps_sum / w.nps_responses if w.nps_responses else None
-    if w.nps_responses:
-        w.nps = 100 * (w.nps_promoters - w.nps_detractors) / w.nps_responses
-    w.csat_mean = csat_sum / 1000 / w.csat_responses if w.csat_responses else None
-    w.csat = w.csat_satisfied / w.csat_responses if w.csat_responses else None
-    w.ces_mean = ces_sum / 1000 / w.ces_responses if w.ces_responses else None
-    return w
+        named["other"] = other
+    nps_n, csat_n, ces_n = sv[0], sv[5], sv[8]
+    # model_construct: the numbers are computed here, not input to validate (hot path)
+    return WindowAggregates.model_construct(
+        days=window, activity_events=other + sum(actions), activity_duration_s=duration, actions=named,
+        active_users=users, features_used=features, active_days=active_days,
+        tickets_opened=t[0], tickets_resolved=t[1], tickets_reopened=t[2], ticket_load=t[3],
+        mean_time_to_resolve_h=t[4] / t[5] / 3600 if t[5] else None,
+        sentiment_mean=t[6] / t[7] / 1000 if t[7] else None,
+        nps_responses=nps_n, nps_mean=sv[1] / nps_n if nps_n else None,
+        nps_promoters=sv[2], nps_passives=sv[3], nps_detractors=sv[4],
+        nps=100 * (sv[2] - sv[4]) / nps_n if nps_n else None,
+        csat_responses=csat_n, csat_mean=sv[6] / 1000 / csat_n if csat_n else None, csat_satisfied=sv[7],
+        csat=sv[7] / csat_n if csat_n else None,
+        ces_responses=ces_n, ces_mean=sv[9] / 1000 / ces_n if ces_n else None,
+        renewals=b[1], upgrades=b[2], downgrades=b[3], cancellations=b[4], plan_changes=b[2] + b[3],
+    )
 
 
 def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
@@ -237,8 +234,9 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
     longest = max(windows_days)
     windows: dict[str, WindowAggregates] = {}
     if now is not None:
+        parsed = _Parsed(raw)
         for w in windows_days:
-            windows[f"{w}d"] = compute_window(raw, now, w)
+            windows[f"{w}d"] = compute_window(parsed, now, w)
     mrr_change = None
     if now is not None and mrr_cents is not None:
         base = _mrr_at_window_start(main, window_days(now, longest).start)
@@ -246,7 +244,7 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
             mrr_change = round((mrr_cents - base) / 100, 2)
     tenure_from = start if start is not None else first_seen
     last_nps = opt_int("npsl")
-    return CustomerAggregates(
+    return CustomerAggregates.model_construct(
         customer_id=raw.customer_id,
         as_of=_ms_to_dt(now),
         first_seen=_ms_to_dt(first_seen),

@@ -38,7 +38,7 @@ from redis.exceptions import BusyLoadingError
 from schemas import DeadLetter, format_errors
 
 from .decoding import check_not_future, decode
-from .ordering import TP, GroupAligner
+from .ordering import END_OF_TIME, TP, GroupAligner
 from .scorer import Learner, ModelHolder, Outputs, Scorer
 from .settings import INPUT_TOPICS, Settings
 from .state import SourcedEvent, StateStore
@@ -132,6 +132,7 @@ class Ingestor:
         #: partitions that had no progress in Redis when assigned -> their log start offset
         self._fresh: dict[TP, int] = {}
         self._epoch: bytes | None = None
+        self._tick_ms = int(settings.score_tick_s * 1000)
 
     def stop(self) -> None:
         """Stop retrying (shutdown): the current batch is abandoned un-acknowledged."""
@@ -278,7 +279,7 @@ class Ingestor:
             if first is None:
                 break
             gate = await self._retry(self.model.gate_ms, self.store.redis, first)
-            released = [p for g in self.groups.values() for p in g.release(gate)]
+            released = [p for g in self.groups.values() for p in g.release(min(gate, self._tick_floor(g.watermark())))]
             if released:
                 await self._retry(self.scorer.process, released)
                 for p in released:
@@ -290,6 +291,13 @@ class Ingestor:
             if self.learner is None or not await self._retry(self.learner.advance):
                 break
         return done
+
+    def _tick_floor(self, watermark: int) -> int:
+        """With score ticks, release whole ticks only: a tick's events are scored together,
+        whatever the batches were."""
+        if self._tick_ms <= 0 or watermark >= END_OF_TIME:
+            return END_OF_TIME
+        return watermark // self._tick_ms * self._tick_ms
 
     async def _save_progress(self, tps: set[TP]) -> None:
         for tp in sorted(tps):

@@ -206,30 +206,38 @@ class Scorer:
         return f"{self.settings.key_prefix}labels:pending"
 
     async def process(self, released: list[Pending[SourcedEvent]]) -> None:
-        """Apply and score released events (in order-key order per customer)."""
-        queues: dict[str, deque[Pending[SourcedEvent]]] = {}
+        """Apply and score released events (in order-key order per customer): one event at
+        a time, or with a score tick, all of a customer's events of one tick together."""
+        tick = int(self.settings.score_tick_s * 1000)
+        queues: dict[str, deque[list[Pending[SourcedEvent]]]] = {}
         for p in released:
-            queues.setdefault(p.item.event.customer_id, deque()).append(p)
+            q = queues.setdefault(p.item.event.customer_id, deque())
+            if tick and q and q[-1][-1].k // tick == p.k // tick:
+                q[-1].append(p)
+            else:
+                q.append([p])
         carry: dict[str, bytes] = {}
         while queues:
             round_ = [(cid, q.popleft()) for cid, q in queues.items()]
             queues = {cid: q for cid, q in queues.items() if q}
             results = await self.store.apply_and_read(
-                [(cid, [p.item], carry.pop(cid, b"")) for cid, p in round_]
+                [(cid, [p.item for p in chunk], carry.pop(cid, b"")) for cid, chunk in round_]
             )
             alerts: list[Alert] = []
             scores: list[ScoreSnapshot] = []
             pending: dict[str, int] = {}
             risk: dict[str, float | None] = {}
-            for (cid, p), (statuses, raw) in zip(round_, results):
-                # an event applied before a crash whose score state was saved: done already
-                if statuses[0] == ALREADY_APPLIED and p.key <= order_of(raw.main.get("sk")):
+            for (cid, chunk), (statuses, raw) in zip(round_, results):
+                last = chunk[-1]
+                # applied before a crash and its score state saved: done already
+                if all(s == ALREADY_APPLIED for s in statuses) and last.key <= order_of(raw.main.get("sk")):
                     continue
-                if statuses[0] == DUPLICATE:  # a re-sent event changes nothing; remember it was seen
-                    carry[cid] = orjson.dumps([-1, 0, {"sk": order_text(p.key)}, "", "", 0])
+                if all(s == DUPLICATE for s in statuses):  # re-sent events change nothing; remember them
+                    carry[cid] = orjson.dumps([-1, 0, {"sk": order_text(last.key)}, "", "", 0])
                     continue
-                trig = triggers_of(p.item.event)
-                out = await self.score_one(raw, p.k, p.key, [trig] if trig else [])
+                triggers = [t for p, s in zip(chunk, statuses) if s != DUPLICATE
+                            and (t := triggers_of(p.item.event)) is not None]
+                out = await self.score_one(raw, last.k, last.key, triggers)
                 alerts.extend(out.alerts)
                 if out.score is not None:
                     scores.append(out.score)

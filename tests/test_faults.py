@@ -20,7 +20,7 @@ from pipeline import Pipeline, diff
 from stream_app.embedded import EmbeddedBroker
 from stream_app.simulator import SimConfig, Simulator, write_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 HISTORY = SimConfig(customers=220, days=60, seed=21, activity_scale=0.4)
 

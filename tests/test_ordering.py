@@ -66,8 +66,11 @@ def small_model(settings: Settings) -> Settings:
     return settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 2})
 
 
-async def test_batching_and_interleaving_do_not_change_any_output(small_model: Settings, redis_client: Any) -> None:
+@pytest.mark.parametrize("tick_s", [0, 3600])
+async def test_batching_and_interleaving_do_not_change_any_output(small_model: Settings, redis_client: Any,
+                                                                  tick_s: int) -> None:
     logs = sim_records(customers=40, days=75, seed=3)
+    small_model = small_model.model_copy(update={"score_tick_s": tick_s})
     base = small_model.key_prefix
     topic_by_topic = await run(Harness(small_model.model_copy(update={"key_prefix": base + "a:"}), redis_client),
                                logs, None)
