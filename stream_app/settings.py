@@ -95,7 +95,6 @@ class Settings(BaseSettings):
     snapshot_every_days: int = Field(default=7, ge=1, le=90, description="Label snapshots per customer: at most one per this many days")
     model_min_labels: int = Field(default=300, ge=1, description="Labels before the online model replaces the health prior")
     model_min_positives: int = Field(default=30, ge=1)
-    checkpoint_interval_s: float = Field(default=5.0, gt=0, description="Learner checkpoint cadence (and every 500 examples)")
     # 30-day churn runs ~2 % across the base: 0.25 is >10x the base rate, worth a human's time
     risk_alert_threshold: float = Field(default=0.25, gt=0, lt=1, description="churn_risk alert when the probability reaches this")
     risk_alert_exit: float = Field(default=0.15, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")
