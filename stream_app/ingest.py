@@ -208,6 +208,8 @@ class Ingestor:
     async def pump(self) -> list[RecordKey]:
         """Release what became releasable without new input (the learner moved on, a
         partition caught up); the app calls it periodically."""
+        if self._lock.locked():  # a batch is being handled: it pumps on its way out
+            return []
         async with self._lock:
             return await self._pump()
 
