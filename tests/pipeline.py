@@ -115,6 +115,8 @@ class Pipeline:
         out: dict[str, Any] = {}
         for key in self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=2000):
             name = key[len(prefix):].decode(errors="replace")
+            if name == "epoch":  # when this deployment's state began: wall clock, by design
+                continue
             kind = self.redis.type(key)
             if kind == b"hash":
                 value: Any = self.redis.hgetall(key)
