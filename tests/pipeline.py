@@ -128,6 +128,8 @@ class Pipeline:
                 value = self.redis.get(key)
                 if name == "model:summary":
                     value = json.loads(value)
+                elif name.startswith("model:blob:"):
+                    value = model_fingerprint(value)
             else:
                 value = kind
             out[name] = value
@@ -155,6 +157,22 @@ class Pipeline:
         for i in range(0, len(keys), 1000):
             self.redis.delete(*keys[i: i + 1000])
         self.redis.close()
+
+
+def model_fingerprint(blob: bytes) -> tuple[Any, ...]:
+    """What a checkpoint *is*, not how pickle laid it out: a model restored from a checkpoint and
+    trained on shares fewer objects than one that never left memory, so the bytes differ
+    while every weight, statistic and prediction is the same."""
+    from stream_app.model import ChurnModel
+
+    m = ChurnModel.from_bytes(blob)
+    probes = [{"health_score": float(h), "tenure_days": float(t), "activity_vs_baseline": a}
+              for h in (15, 50, 85) for t in (10, 400) for a in (0.2, 1.0)]
+    lr = m.candidates["logreg"]["LogisticRegression"]
+    return (json.dumps(m.summary(), sort_keys=True, default=str),
+            tuple(sorted((k, round(float(v), 12)) for k, v in lr.weights.items())),
+            tuple(round(m.predict_one(x)[0], 12) for x in probes),
+            tuple(round(c.predict_proba_one(x).get(True, 0.0), 12) for c in m.candidates.values() for x in probes))
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], limit: int = 10) -> list[str]:
