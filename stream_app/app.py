@@ -130,12 +130,14 @@ class Runtime:
     def hold(self, events: list[Any], done: list[RecordKey]) -> None:
         """Keep the not-done events of a batch un-acknowledged; acknowledge held ones now done."""
         finished = set(done)
+        ingestor = self._ingestor
         for e in events:
             m = e.message
             key = (m.topic, m.partition, m.offset)
             if key not in finished:
-                m.incref()
-                self.held.setdefault(key, []).append(e)
+                m.incref()  # never acknowledged here: held, or no longer ours
+                if ingestor is None or ingestor.owns((m.topic, m.partition)):
+                    self.held.setdefault(key, []).append(e)
         self.release(done)
 
     def release(self, done: list[RecordKey]) -> None:
@@ -208,7 +210,7 @@ def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         tps = {(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs}
         if tps and runtime._ingestor is not None:
-            runtime._ingestor.revoke(tps)
+            await runtime._ingestor.revoke(tps)
             runtime.forget(tps)
 
     @app.timer(0.25, name="stream_app.pump")

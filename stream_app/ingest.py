@@ -78,8 +78,8 @@ class StateLostError(RuntimeError):
 
 STATE_LOST_HELP = (
     "Nothing more will be applied. Stop all workers, run `stream-app rebuild` (it replays every "
-    "input topic from its earliest offset into Redis and moves the consumer group to the end of "
-    "what it rebuilt), then start the workers again."
+    "input topic from its earliest offset up to the consumer group's committed offsets into Redis, "
+    "publishing nothing again), then start the workers again."
 )
 
 
@@ -132,6 +132,8 @@ class Ingestor:
         #: partitions that had no progress in Redis when assigned -> their log start offset
         self._fresh: dict[TP, int] = {}
         self._epoch: bytes | None = None
+        #: the partitions the worker owns (None: not managed, e.g. tests feeding by hand)
+        self._assigned: set[TP] | None = None
         self._tick_ms = int(settings.score_tick_s * 1000)
 
     def stop(self) -> None:
@@ -144,6 +146,9 @@ class Ingestor:
             g = self.groups[partition] = GroupAligner(self._topics)
         return g
 
+    def owns(self, tp: TP) -> bool:
+        return self._assigned is None or tp in self._assigned
+
     def held(self) -> int:
         return sum(g.held() for g in self.groups.values())
 
@@ -154,6 +159,9 @@ class Ingestor:
         until they come."""
         async with self._lock:
             await self._check_epoch(create=True)
+            if self._assigned is None:
+                self._assigned = set()
+            self._assigned.update(tp for tp in log_ends if tp[0] in self._topics)
             for tp, end in sorted(log_ends.items()):
                 if tp[0] not in self._topics or tp in self._loaded:
                     continue
@@ -186,12 +194,17 @@ class Ingestor:
         elif current != self._epoch:
             raise StateLostError(f"Redis lost this deployment's state: the marker {key} is gone. " + STATE_LOST_HELP)
 
-    def revoke(self, tps: set[TP]) -> None:
-        """Partitions now owned elsewhere: forget their held records (re-fetched there)."""
-        for tp in tps:
-            self._loaded.discard(tp)
-            if tp[1] in self.groups:
-                self.groups[tp[1]].drop({tp})
+    async def revoke(self, tps: set[TP]) -> None:
+        """Partitions now owned elsewhere: forget their held records (re-fetched there).
+        Waits for the batch in hand, so nothing of a revoked partition is applied after."""
+        async with self._lock:
+            for tp in tps:
+                self._loaded.discard(tp)
+                self._fresh.pop(tp, None)
+                if self._assigned is not None:
+                    self._assigned.discard(tp)
+                if tp[1] in self.groups:
+                    self.groups[tp[1]].drop({tp})
 
     # --- records ---------------------------------------------------------------------------
     async def handle(self, records: Sequence[Record]) -> list[RecordKey]:
@@ -220,7 +233,8 @@ class Ingestor:
         # sparse partition, so the wall clock may only *relax* the bound: history replayed
         # later is judged by event time exactly as it was live (it is behind the clock).
         wall_ms = int(self.clock() * 1000)
-        for tp in sorted({(r.topic, r.partition) for r in records} - self._loaded):
+        incoming = {(r.topic, r.partition) for r in records if self.owns((r.topic, r.partition))}
+        for tp in sorted(incoming - self._loaded):
             prog = await self._retry(self.store.get_progress, *tp)
             handled, wm = prog if prog is not None else (-1, -1)
             self.group(tp[1]).known(tp, handled, wm, False)
@@ -232,6 +246,8 @@ class Ingestor:
         last: dict[TP, Record] = {}
         for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
             tp = (r.topic, r.partition)
+            if not self.owns(tp):
+                continue  # fetched before a rebalance took the partition away: its new owner applies it
             g = self.group(r.partition)
             track = g.track(tp)
             if r.offset <= track.handled:

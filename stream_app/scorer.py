@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import WatchError
 
 from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, TicketEvent
 
@@ -379,22 +380,27 @@ class Learner:
             # the first day whose checkpoint includes a label: the day after the earliest due
             day = int(first[0][1]) // DAY_MS + 1 if first else target
             day = min(max(day, through + 1), target)
-            await self._complete(through, day)
+            if not await self._complete(through, day):
+                break
             through = day
             steps += 1
         return steps
 
-    async def _complete(self, through: int, day: int) -> None:
-        """Days ``through+1 .. day``: learn every label due before the start of ``day``."""
+    async def _complete(self, through: int, day: int) -> bool:
+        """Days ``through+1 .. day``: learn every label due before the start of ``day``.
+        False if another learner got there first (this one reloads from the checkpoint)."""
         try:
-            await self._complete_days(through, day)
+            return await self._complete_days(through, day)
+        except WatchError:
+            self.model = None
+            return False
         except BaseException:
             # the in-memory model may have learnt examples the checkpoint does not record:
             # start again from the checkpoint, never learn anything twice
             self.model = None
             raise
 
-    async def _complete_days(self, through: int, day: int) -> None:
+    async def _complete_days(self, through: int, day: int) -> bool:
         model = await self._load(through)
         pending = f"{self.settings.key_prefix}labels:pending"
         due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}")
@@ -403,16 +409,24 @@ class Learner:
         for ex in examples:
             model.learn_one(ex["x"], bool(ex["y"]))
         self.learned += len(examples)
-        tx = self.redis.pipeline(transaction=True)
-        if examples:
-            tx.set(self._k(f"blob:{day}"), model.to_bytes())
-            tx.zadd(self._k("days"), {str(day): day})
-            tx.set(self._k("summary"), orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
-            tx.set(self._k("version"), model.version)
-        tx.set(self._k("through"), day)
-        if members:
-            tx.zrem(pending, *members)
-        await tx.execute()
+        # check-and-set on `through`: during a leadership hand-over two learners may briefly
+        # run; only one completes a day, the other starts again from the checkpoint
+        async with self.redis.pipeline(transaction=True) as tx:
+            await tx.watch(self._k("through"))
+            current = await tx.get(self._k("through"))
+            if current is None or int(current) != through:
+                self.model = None
+                return False
+            tx.multi()
+            if examples:
+                tx.set(self._k(f"blob:{day}"), model.to_bytes())
+                tx.zadd(self._k("days"), {str(day): day})
+                tx.set(self._k("summary"), orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
+                tx.set(self._k("version"), model.version)
+            tx.set(self._k("through"), day)
+            if members:
+                tx.zrem(pending, *members)
+            await tx.execute()  # WatchError: another learner moved on; the caller's except resets
         self._model_day = day
         await self._collect(day)
         if members:
@@ -423,6 +437,7 @@ class Learner:
             await pipe.execute()
         if examples and self.outputs is not None:
             await self.outputs.examples(examples)
+        return True
 
     async def _collect(self, day: int) -> None:
         """Drop checkpoints that serve only days older than KEEP_DAYS (keep the one serving

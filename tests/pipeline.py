@@ -114,7 +114,8 @@ class Pipeline:
         prefix = self.settings.key_prefix.encode()
         out: dict[str, Any] = {}
         for key in self.redis.scan_iter(match=f"{self.settings.key_prefix}*", count=2000):
-            name = key[len(prefix):].decode(errors="replace")
+            # progress keys name their topic: compare runs with different topic prefixes
+            name = key[len(prefix):].decode(errors="replace").replace(self.settings.topic_prefix, "<topics>.")
             if name == "epoch":  # when this deployment's state began: wall clock, by design
                 continue
             kind = self.redis.type(key)

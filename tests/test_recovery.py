@@ -1,0 +1,120 @@
+"""Crash and redelivery, in process (fast): an ingestor dies at random points (including in the
+middle of publishing a drain's outputs), a new one takes over and Kafka's redelivery is
+emulated from the contiguous prefix of acknowledged offsets. Everything must equal a clean run."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from harness import Harness, ListOutputs
+from stream_app.ingest import Ingestor
+from stream_app.settings import Settings
+from test_ordering import sim_records
+
+
+class Crash(Exception):
+    """Not a transient error: the ingestor gives up, like a killed process."""
+
+
+class CrashingOutputs(ListOutputs):
+    def __init__(self, rng: random.Random, rate: float) -> None:
+        super().__init__()
+        self.rng, self.rate = rng, rate
+
+    def _maybe(self) -> None:
+        if self.rng.random() < self.rate:
+            raise Crash
+
+    async def alerts(self, alerts: list[Any]) -> None:
+        self._maybe()
+        await super().alerts(alerts)
+
+    async def scores(self, scores: list[Any]) -> None:
+        self._maybe()
+        await super().scores(scores)
+
+
+async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tuple[str, int], list[bytes]],
+                           seed: int | None) -> tuple[Harness, int]:
+    rng = random.Random(seed)
+    h = Harness(settings, redis_client)
+    out = CrashingOutputs(rng, 0.03 if seed is not None else 0.0)
+    ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
+
+    def fresh() -> Ingestor:
+        return Ingestor(h.store, settings, out, clock=lambda: h.clock_s)
+
+    h.ingestor = fresh()
+    h.out = out
+    await h.ingestor.assign(ends)
+    committed = {tp: 0 for tp in ends}
+    done: dict[tuple[str, int], set[int]] = {tp: set() for tp in ends}
+    cursor = dict(committed)
+    crashes = 0
+    while any(committed[tp] < ends[tp] for tp in ends):
+        live = [tp for tp in sorted(ends) if cursor[tp] < ends[tp]]
+        if not live:  # everything delivered; what is held waits for the pump
+            keys = await h.ingestor.pump()
+        else:
+            tp = rng.choice(live) if seed is not None else live[0]
+            size = rng.randint(1, 300)
+            logical = tp[0][len(settings.topic_prefix):]
+            values = logs[(logical, tp[1])][cursor[tp]: cursor[tp] + size]
+            from stream_app.ingest import Record
+
+            recs = [Record(tp[0], tp[1], cursor[tp] + i, v, ends[tp]) for i, v in enumerate(values)]
+            cursor[tp] += len(values)
+            try:
+                keys = await h.ingestor.handle(recs)
+            except Crash:
+                crashes += 1
+                h.ingestor = fresh()  # a new process: redelivery from the committed offsets
+                await h.ingestor.assign(ends)
+                cursor = dict(committed)
+                continue
+        for t, p, off in keys:
+            done[(t, p)].add(off)
+        for k in ends:  # Faust commits the contiguous prefix of acknowledged offsets
+            while committed[k] in done[k]:
+                committed[k] += 1
+    return h, crashes
+
+
+async def snapshot(h: Harness) -> dict[str, Any]:
+    state = {}
+    for cid in sorted(await h.store.customer_ids(10_000)):
+        raw = await h.store.read(cid)
+        state[cid] = (raw.main, raw.days, raw.seen, raw.tickets)
+    summary = await h.store.redis.get(f"{h.settings.key_prefix}model:summary")
+    return {
+        "state": state,
+        "alerts": {a.alert_id: a.model_dump() for a in h.out.alert_list},
+        "scores": {s.model_dump_json() for s in h.out.score_list},
+        "model": summary,
+        "pending": await h.store.redis.zrange(f"{h.settings.key_prefix}labels:pending", 0, -1, withscores=True),
+        "risk": await h.store.redis.zrange(f"{h.settings.key_prefix}risk", 0, -1, withscores=True),
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_crashes_anywhere_change_nothing(settings: Settings, redis_client: Any, seed: int) -> None:
+    logs = sim_records(customers=30, days=70, seed=9)
+    s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 2})
+    base = s.key_prefix
+    clean, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "a:"}), redis_client, logs, None)
+    crashed, crashes = await run_with_crashes(s.model_copy(update={"key_prefix": base + "b:"}), redis_client,
+                                              logs, seed)
+    a, b = await snapshot(clean), await snapshot(crashed)
+    assert crashes >= 5 and a["alerts"] and a["model"]
+    for what in ("state", "model", "pending", "risk", "alerts", "scores"):
+        if what == "state":
+            for cid in a["state"]:
+                assert a["state"][cid] == b["state"].get(cid), cid
+        assert a[what] == b[what], what
+    for k in ("a:", "b:"):
+        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
+        if keys:
+            await redis_client.delete(*keys)
