@@ -208,7 +208,13 @@ class Scorer:
 
     async def process(self, released: list[Pending[SourcedEvent]]) -> None:
         """Apply and score released events (in order-key order per customer): one event at
-        a time, or with a score tick, all of a customer's events of one tick together."""
+        a time, or with a score tick, all of a customer's events of one tick together.
+
+        One Redis round trip per round. A score's outputs go into the customer's outbox in the
+        same atomic script that saves the score state; the whole drain's outputs are published
+        once at the end, then the outboxes are cleared. A crash in between leaves them in the
+        outbox, and the redelivered records bring the customer back: its leftovers are published
+        then (the same alert ids again, never a lost alert)."""
         tick = int(self.settings.score_tick_s * 1000)
         queues: dict[str, deque[list[Pending[SourcedEvent]]]] = {}
         for p in released:
@@ -218,14 +224,25 @@ class Scorer:
             else:
                 q.append([p])
         carry: dict[str, bytes] = {}
+        first = set(queues)
+        alerts: list[Alert] = []
+        scores: list[ScoreSnapshot] = []
+        boxed: set[str] = set()
+        before: list[tuple[str, tuple[Any, ...]]] = []
         while queues:
             round_ = [(cid, q.popleft()) for cid, q in queues.items()]
             queues = {cid: q for cid, q in queues.items() if q}
-            results = await self.store.apply_and_read(
-                [(cid, [p.item for p in chunk], carry.pop(cid, b"")) for cid, chunk in round_]
-            )
-            alerts: list[Alert] = []
-            scores: list[ScoreSnapshot] = []
+            check = [cid for cid, _ in round_ if cid in first]
+            first.difference_update(check)
+            results, leftovers = await self.store.apply_and_read(
+                [(cid, [p.item for p in chunk], carry.pop(cid, b"")) for cid, chunk in round_], before, check)
+            for cid, box in leftovers.items():
+                boxed.add(cid)
+                for entry in box:
+                    if entry[:1] == b"a":
+                        alerts.append(Alert.model_validate_json(entry[1:]))
+                    else:
+                        scores.append(ScoreSnapshot.model_validate_json(entry[1:]))
             pending: dict[str, int] = {}
             risk: dict[str, float | None] = {}
             for (cid, chunk), (statuses, raw) in zip(round_, results):
@@ -234,7 +251,7 @@ class Scorer:
                 if all(s == ALREADY_APPLIED for s in statuses) and last.key <= order_of(raw.main.get("sk")):
                     continue
                 if all(s == DUPLICATE for s in statuses):  # re-sent events change nothing; remember them
-                    carry[cid] = orjson.dumps([-1, 0, {"sk": order_text(last.key)}, "", "", 0])
+                    carry[cid] = orjson.dumps([-1, 0, {"sk": order_text(last.key)}, "", "", 0, []])
                     continue
                 triggers = [t for p, s in zip(chunk, statuses) if s != DUPLICATE
                             and (t := triggers_of(p.item.event)) is not None]
@@ -242,16 +259,15 @@ class Scorer:
                 alerts.extend(out.alerts)
                 if out.score is not None:
                     scores.append(out.score)
+                if out.alerts or out.score is not None:
+                    boxed.add(cid)
                 if out.pending is not None:
                     pending[out.pending[0]] = out.pending[1]
                 risk[cid] = out.risk
                 carry[cid] = out.save
-            await self._publish(alerts, scores, pending, risk)
-        if carry:  # the last event of each customer: its score state alone
-            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()])
-
-    async def _publish(self, alerts: list[Alert], scores: list[ScoreSnapshot], pending: dict[str, int],
-                       risk: dict[str, float | None]) -> None:
+            before = self._index_updates(pending, risk)
+        if carry or before:  # the last event of each customer: its score state alone
+            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
         if alerts:
             await self.outputs.alerts(alerts)
             for a in alerts:
@@ -259,20 +275,24 @@ class Scorer:
         if scores:
             await self.outputs.scores(scores)
             self.stats.scores_published += len(scores)
-        pipe = self.store.redis.pipeline(transaction=False)
+        if boxed:
+            await self.store.redis.delete(*(self.store.keys(cid).outbox for cid in boxed))
+
+    def _index_updates(self, pending: dict[str, int], risk: dict[str, float | None]) -> list[tuple[str, tuple[Any, ...]]]:
+        """Global index updates, sent ahead of the saves they index in the next round trip."""
+        out: list[tuple[str, tuple[Any, ...]]] = []
         if pending:
             # indexed before the snapshot itself is saved: an entry without one is skipped
-            pipe.zadd(self.pending_key(), pending)
+            out.append(("zadd", (self.pending_key(), pending)))
             self.stats.snapshots += len(pending)
         # the portfolio's risk ranking (a global index: "top N riskiest" without a scan)
         ranked = {cid: p for cid, p in risk.items() if p is not None}
         if ranked:
-            pipe.zadd(self.risk_key(), ranked)
+            out.append(("zadd", (self.risk_key(), ranked)))
         gone = [cid for cid, p in risk.items() if p is None]
         if gone:
-            pipe.zrem(self.risk_key(), *gone)
-        if pending or risk:
-            await pipe.execute()
+            out.append(("zrem", (self.risk_key(), *gone)))
+        return out
 
     async def score_one(self, raw: RawCustomerState, now_ms: int, key: tuple[int, int, int, int],
                         triggers: list[Trigger]) -> Scored:
@@ -326,7 +346,8 @@ class Scorer:
             fields[f"r{i}"] = ""
         if publish:
             fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
-        save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35])
+        box = [f"a{a.model_dump_json()}" for a in new_alerts] + ([f"s{score.model_dump_json()}"] if score else [])
+        save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35, box])
         self.stats.scored += 1
         return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4))
 

@@ -90,15 +90,16 @@ class CustomerKeys:
     tickets: str
     dedupe: str
     snapshots: str
+    outbox: str
 
     @classmethod
     def for_customer(cls, prefix: str, customer_id: str) -> "CustomerKeys":
         base = f"{prefix}c:{{{hash_tag(customer_id)}}}"
-        return cls(base, f"{base}:d", f"{base}:x", f"{base}:k", f"{base}:e", f"{base}:l")
+        return cls(base, f"{base}:d", f"{base}:x", f"{base}:k", f"{base}:e", f"{base}:l", f"{base}:o")
 
     def script_keys(self) -> list[str]:
         """The keys ``apply_events.lua`` takes, in its order."""
-        return [self.main, self.days, self.seen, self.tickets, self.dedupe, self.snapshots]
+        return [self.main, self.days, self.seen, self.tickets, self.dedupe, self.snapshots, self.outbox]
 
     def all(self) -> list[str]:
         return self.script_keys()
@@ -231,27 +232,34 @@ class StateStore:
         return results[:-1]
 
     async def apply_and_read(
-        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]]
-    ) -> list[tuple[list[int], RawCustomerState]]:
-        """One scoring round, one round trip: per customer, save the score state of its
-        previous event and apply its next events (one atomic script), then read its state."""
+        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]],
+        before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (),
+    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
+        """One scoring round, one round trip: ``before`` (index updates that must precede the
+        saves), then per customer: save the score state of its previous event and apply its
+        next events (one atomic script) and read its state; and the outboxes of ``outbox_of``."""
         sha = await self._load_script()
         weights = self.settings.priority_weights
         try:
-            return await self._apply_and_read(sha, calls, weights)
+            return await self._apply_and_read(sha, calls, weights, before, outbox_of)
         except NoScriptError:
             self._sha = None
-            return await self._apply_and_read(await self._load_script(), calls, weights)
+            return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of)
 
     async def _apply_and_read(
-        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]], weights: dict[str, int]
-    ) -> list[tuple[list[int], RawCustomerState]]:
+        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]], weights: dict[str, int],
+        before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str],
+    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
         pipe = self.redis.pipeline(transaction=False)
+        for command, args in before:
+            getattr(pipe, command)(*args)
+        for cid in outbox_of:
+            pipe.lrange(self.keys(cid).outbox, 0, -1)
         newest = -1
         for cid, events, save in calls:
             k = self.keys(cid)
             payload = orjson.dumps([encode_for_script(se, weights) for se in events])
-            pipe.evalsha(sha, 6, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms)
+            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms)
             self._queue_read(pipe, cid)
             for se in events:
                 newest = max(newest, se.event.ts_ms)
@@ -261,11 +269,14 @@ class StateStore:
         for r in res:
             if isinstance(r, Exception):
                 raise r
+        res = res[len(before):]
+        outboxes = {cid: box for cid, box in zip(outbox_of, res) if box}
+        res = res[len(outbox_of):]
         out = []
         for i, (cid, _, _) in enumerate(calls):
             status, *reads = res[6 * i : 6 * i + 6]
             out.append(([int(x) for x in status], self._raw_from(cid, reads)))
-        return out
+        return out, outboxes
 
     # --- partition progress ---------------------------------------------------------------
     async def ensure_progress(self, topic: str, partition: int, idle: bool) -> None:

@@ -14,6 +14,7 @@ KEYS (all hash-tagged with the customer):
   4 K  hash: tickets  ticket<hash> -> "state,opened_ms,last_ms,weight"
   5 E  hash: "<day>.<k>" -> up to 7 concatenated 8-char event_id digests (de-duplication)
   6 L  hash: pending label snapshots ("<day>:<second>" -> frozen model features)
+  7 O  list: outbox, the outputs of saved scores not yet acknowledged by the broker
 ARGV:
   1 longest window (days)   2 dedupe horizon (days)   3 tracked actions N
   4 ticket retention (days) 5 max open tickets        6 max tracked users+features
@@ -24,7 +25,8 @@ ARGV:
      {"b", p, o, id, ts, status, mrr_cents, plan}
   8 '' or the score state of the customer's previous scored event, saved first (JSON array:
      day, score*10, {main-hash field: value}, snapshot field or '', snapshot text, history days;
-     day -1: only the fields, e.g. the order key of a duplicate that was not scored).
+     day -1: only the fields, e.g. the order key of a duplicate that was not scored; then the
+     outputs of that score (alerts, score snapshot) for the outbox, published after the round).
   9 retention (ms, 0 = keep forever): a customer silent for longer than this (in event time)
      starts over when it returns, and its keys expire after this long without a new day
      (wall clock: live, event time and the clock agree; a replay finishes long before).
@@ -52,7 +54,7 @@ local TRET = tonumber(ARGV[4])
 local MOT = tonumber(ARGV[5])
 local MU = tonumber(ARGV[6])
 local evs = cjson.decode(ARGV[7])
-local L = KEYS[6]
+local L, O = KEYS[6], KEYS[7]
 local DAY = 86400000
 local RET = tonumber(ARGV[9] or '0')
 
@@ -60,6 +62,7 @@ local RET = tonumber(ARGV[9] or '0')
 if ARGV[8] ~= nil and ARGV[8] ~= '' then
   local sv = cjson.decode(ARGV[8])
   local sday, s10, fields, snap, snaptext, keep = sv[1], sv[2], sv[3], sv[4], sv[5], sv[6]
+  if sv[7] and #sv[7] > 0 then redis.call('RPUSH', O, unpack(sv[7])) end
   for f, v in pairs(fields) do redis.call('HSET', H, f, v) end
   if sday >= 0 then redis.call('HSET', H, 'h' .. sday, s10, 'hs', s10) end
   if snap ~= '' then
