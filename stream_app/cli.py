@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
@@ -21,10 +22,12 @@ console = Console(stderr=True)
 
 
 def load_settings() -> Settings:
+    from .settings import describe_settings_error
+
     try:
         return Settings()
-    except Exception as exc:  # pydantic ValidationError: name the variable and the rule
-        console.print(f"[red]configuration error:[/red] {exc}")
+    except Exception as exc:  # pydantic ValidationError: name the variable and the rule, never the value
+        console.print(f"[red]configuration error:[/red] {escape(describe_settings_error(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
@@ -44,6 +47,25 @@ def all_topics(settings: Settings) -> dict[str, int]:
     return topics
 
 
+def broker_error(settings: Settings, exc: BaseException) -> str:
+    """What failed when connecting to the broker, with the security settings that were used
+    (user name and mechanism, never the password).
+
+    >>> s = Settings(_env_file=None, broker_url="kafka://k:9093", broker_security_protocol="SASL_SSL",
+    ...              broker_sasl_username="svc", broker_sasl_password="hunter2")
+    >>> broker_error(s, ConnectionError("Unable to bootstrap"))
+    "k:9093 (SASL_SSL, SCRAM-SHA-512 as 'svc'): ConnectionError: Unable to bootstrap; a rejected login or certificate is logged above by the Kafka client"
+    """
+    from .settings import redact_url
+
+    how = settings.broker_security_protocol
+    if how.startswith("SASL"):
+        how += f", {settings.broker_sasl_mechanism} as {settings.broker_sasl_username!r}"
+    where = ",".join(redact_url(h) for h in settings.bootstrap_servers())
+    return (f"{where} ({how}): {type(exc).__name__}: {exc}; "
+            "a rejected login or certificate is logged above by the Kafka client")
+
+
 @click.group()
 def main() -> None:
     """churn-stream: real-time customer health on Kafka, Faust and Redis."""
@@ -59,14 +81,19 @@ def worker() -> None:
 
     settings = load_settings()
     setup_logging(settings.log_level)
-    asyncio.run(
-        ensure_topics(
-            settings.bootstrap_servers(),
-            all_topics(settings),
-            settings.topic_replication,
-            settings.kafka_client_kwargs(),
+    try:
+        asyncio.run(
+            ensure_topics(
+                settings.bootstrap_servers(),
+                all_topics(settings),
+                settings.topic_replication,
+                settings.kafka_client_kwargs(),
+            )
         )
-    )
+    except Exception as exc:  # noqa: BLE001 - the first contact with the broker: say what was tried
+        console.print(f"[red]cannot use the broker:[/red] {escape(broker_error(settings, exc))}", highlight=False,
+                      soft_wrap=True)
+        sys.exit(1)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
@@ -119,6 +146,10 @@ def _with_store(settings: Settings, fn: Any) -> Any:
     from .app import redis_client
     from .state import StateStore
 
+    from redis.exceptions import RedisError
+
+    from .settings import redact_url
+
     async def run() -> Any:
         client = redis_client(settings)
         try:
@@ -126,7 +157,12 @@ def _with_store(settings: Settings, fn: Any) -> Any:
         finally:
             await client.aclose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as exc:  # say what failed and where, without credentials
+        where = redact_url(settings.redis_url or "")
+        console.print(f"[red]Redis at {escape(where)}:[/red] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @main.command()
