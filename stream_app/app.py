@@ -288,4 +288,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         app.agent(topic, name=f"stream_app.ingest_{logical}")(_ingest_agent(runtime))
     _wire_lifecycle(app, runtime)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tools and tests
+    from .web import mount_dashboard  # the live dashboard, on the worker's web server (WEB_ENABLED)
+
+    mount_dashboard(app, settings)
     return app
