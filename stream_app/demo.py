@@ -95,7 +95,8 @@ def _bad_event(i: int, cid: str) -> tuple[str, bytes]:
 
 
 async def produce_simulation(
-    settings: Settings, customers: int, days: int, speed: float, stats: DemoStats, stop: asyncio.Event
+    settings: Settings, customers: int, days: int, speed: float, stats: DemoStats, stop: asyncio.Event,
+    activity_scale: float = 0.5, seed: int = 7,
 ) -> None:
     """Stream the simulator into Kafka, pacing event time at ``speed`` days per second."""
     from aiokafka import AIOKafkaProducer
@@ -105,8 +106,8 @@ async def produce_simulation(
     )
     await producer.start()
     try:
-        # half the default activity volume: ~2k events/s at 1 simulated day per second
-        sim = Simulator(SimConfig(customers=customers, days=days, activity_scale=0.5))
+        # half the default activity volume by default: ~2k events/s at 1 simulated day per second
+        sim = Simulator(SimConfig(customers=customers, days=days, activity_scale=activity_scale, seed=seed))
         t0_wall = time.monotonic()
         t0_sim: int | None = None
         for n, ev in enumerate(sim.events(), start=1):

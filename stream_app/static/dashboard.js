@@ -102,7 +102,9 @@ async function loadPortfolio() {
   setTile("tile-csat", pct(p.csat, 0), `${num(p.csat_responses)} answers, satisfied = 4–5`);
   setTile("tile-churn", pct(p.churn_rate_30d, 1), `${num(p.cancelled_30d)} cancelled of ${num(p.active + p.cancelled_30d)}`);
   setTile("tile-mrr", money(p.mrr_at_risk), `${num(p.at_risk)} customers ≥ ${pct(p.risk_threshold, 0)} churn p · of ${money(p.mrr_total)}`, p.mrr_at_risk > 0 ? "red" : "");
-  document.getElementById("dist-note").textContent = `${num(p.active)} active · pass ${num(p.duration_ms, 0)} ms, every ${p.refresh_s}s`;
+  const note = document.getElementById("dist-note");
+  note.textContent = `${num(p.active)} active · every ${p.refresh_s}s`;
+  note.title = `one pass over customer state took ${num(p.duration_ms, 0)} ms; cached, age ${num(p.age_s, 0)} s`;
   const labels = p.histogram.map(b => `${b.lo}–${b.hi}`);
   const data = p.histogram.map(b => b.count);
   const colors = p.histogram.map(b => COLORS[b.band]);
@@ -185,7 +187,10 @@ async function loadCustomer(id) {
   document.getElementById("c-trend").textContent = `${sgn(h.trend_7d)} / ${sgn(h.trend_30d)}`;
 
   // history: health (left axis) and churn probability (right axis) per event-time day
-  const days = [...new Set([...d.health_history.map(p => p[0]), ...d.churn_history.map(p => p[0])])].sort((a, b) => a - b);
+  // every day from the first to the last point (gaps stay gaps, bridged by the line)
+  const known = [...d.health_history.map(p => p[0]), ...d.churn_history.map(p => p[0])];
+  const days = [];
+  if (known.length) for (let x = Math.min(...known); x <= Math.max(...known); x++) days.push(x);
   const hMap = new Map(d.health_history), pMap = new Map(d.churn_history);
   destroyChart("history");
   state.charts.history = new Chart(document.getElementById("c-history"), {
@@ -202,7 +207,7 @@ async function loadCustomer(id) {
                 y1: { position: "right", min: 0, suggestedMax: 50, title: { display: true, text: "churn probability %" }, grid: { display: false } },
                 x: { grid: { display: false }, ticks: { maxTicksLimit: 12 } } } },
   });
-  document.getElementById("c-hist-note").textContent = `${days.length} days · churn history from ${d.churn_history_source}`;
+  document.getElementById("c-hist-note").textContent = `${d.health_history.length} daily scores · churn probability from ${d.churn_history_source}`;
 
   const comps = Object.entries(d.components);
   destroyChart("components");
