@@ -130,7 +130,7 @@ async def portfolio(request: web.Request) -> web.Response:
     scan = await cache.get()
     data = scan.tiles.model_dump()
     data["age_s"] = cache.age_s()
-    data["refresh_s"] = cache.refresh_s
+    data["refresh_s"] = round(cache.interval_s(), 1)
     data["risk_threshold"] = request.app[SETTINGS].risk_alert_threshold
     return json_response(data)
 

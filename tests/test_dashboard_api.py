@@ -146,7 +146,12 @@ async def test_portfolio_tiles_match_the_state(seeded: Harness, client: TestClie
     assert tiles["nps_responses"] == len(nps)
     if nps:
         assert tiles["nps"] == pytest.approx(100 * (sum(x >= 9 for x in nps) - sum(x <= 6 for x in nps)) / len(nps), abs=0.051)
-    assert tiles["age_s"] is not None and tiles["refresh_s"] == s.dashboard_refresh_s
+    today = now // DAY_MS
+    csat = [[int(x) for x in v.split(",")] + [0] * 10 for m in active.values() for f, v in m.items()
+            if f[0] == "s" and f[1:].isdigit() and today - 30 < int(f[1:]) <= today]
+    assert tiles["csat_responses"] == sum(b[5] for b in csat) > 0
+    assert tiles["csat"] == pytest.approx(sum(b[7] for b in csat) / sum(b[5] for b in csat), abs=0.0006)
+    assert tiles["age_s"] is not None and tiles["refresh_s"] >= s.dashboard_refresh_s
 
 
 async def test_customer_page_data(seeded: Harness, client: TestClient) -> None:
