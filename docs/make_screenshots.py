@@ -1,6 +1,6 @@
 """Take the dashboard screenshots in docs/ from a real run: simulator -> broker -> worker -> Redis.
 
-    python docs/make_screenshots.py [--customers 400 --days 150 --speed 0.8]
+    python docs/make_screenshots.py [--customers 300 --days 120 --speed 0.6]
 
 Starts an embedded broker (or uses BROKER_URL), uses REDIS_URL (default the local server) with
 a key prefix of its own (deleted at the end), a worker serving the dashboard, and streams the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,22 +34,46 @@ async def shoot(url: str, out: Path, wait_rows: int = 10) -> str:
         await page.wait_for_function("document.querySelectorAll('#feed li').length >= 3", timeout=120_000)
         await page.wait_for_timeout(6000)  # a refresh or two: tiles and the live feed settle
         await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
-        cid = await page.eval_on_selector("#atrisk tbody tr", "tr => tr.dataset.customer")
-        await page.click(f"#atrisk tbody tr[data-customer='{cid}'] td.cust a")
+        # the riskiest customer with a month of daily scores (a customer who went silent is not
+        # re-scored, so its history is short and the chart would say little)
+        cid = await page.evaluate("""async () => {
+            const rows = (await (await fetch('api/at-risk?limit=100')).json()).rows;
+            return (rows.find(r => r.trend.length >= 20) || rows[0]).customer_id; }""")
+        if not await page.query_selector(f"#atrisk tbody tr[data-customer='{cid}']"):
+            await page.goto(url + f"#/customer/{cid}")
+        else:
+            await page.click(f"#atrisk tbody tr[data-customer='{cid}'] td.cust a")
         await page.wait_for_function(
             "(() => { const c = Chart.getChart(document.getElementById('c-history'));"
-            " return c && c.data.datasets[0].data.filter(v => v != null).length > 5; })()", timeout=30_000)
+            " return c && c.data.datasets[0].data.filter(v => v != null).length >= 2; })()", timeout=30_000)
         await page.wait_for_timeout(1000)
         await page.screenshot(path=str(out / "dashboard-customer.png"), full_page=True)
         await browser.close()
         return str(cid)
 
 
+async def wait_handled(settings: object, produced: int, timeout_s: float = 600) -> None:
+    """Until the worker has handled everything produced (its partition progress in Redis)."""
+    from stream_app.app import redis_client
+    from stream_app.state import StateStore
+
+    client = redis_client(settings)  # type: ignore[arg-type]
+    store = StateStore(client, settings)  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while await store.handled(list(store.settings.input_topics), store.settings.topic_partitions) < produced:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not catch up")
+            await asyncio.sleep(1)
+    finally:
+        await client.aclose()
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=400)
-    ap.add_argument("--days", type=int, default=150)
-    ap.add_argument("--speed", type=float, default=0.8, help="simulated days per second")
+    ap.add_argument("--customers", type=int, default=300)
+    ap.add_argument("--days", type=int, default=120)
+    ap.add_argument("--speed", type=float, default=0.6, help="simulated days per second")
     ap.add_argument("--activity-scale", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=DOCS)
     args = ap.parse_args()
@@ -56,7 +81,12 @@ async def main() -> int:
     import redis
 
     from stream_app.cli import all_topics
-    from stream_app.demo import DemoStats, produce_simulation, start_worker, stop_process
+    from stream_app.demo import (
+        DemoStats,
+        produce_simulation,
+        start_worker,
+        stop_process,
+    )
     from stream_app.embedded import EmbeddedBroker, ensure_topics, free_port
     from stream_app.settings import Settings
 
@@ -73,22 +103,31 @@ async def main() -> int:
                TOPIC_PREFIX=settings.topic_prefix, APP_ID=settings.app_id, WEB_ENABLED="true",
                WEB_PORT=str(settings.web_port), REBALANCE_TIMEOUT_S="4", SESSION_TIMEOUT_S="10",
                HEARTBEAT_INTERVAL_S="1", LOG_LEVEL="warning")
-    log = Path(tempfile.mkstemp(prefix="shots-worker-", suffix=".log")[1])
+    import stream_app
+
+    repo = Path(stream_app.__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    workdir = Path(tempfile.mkdtemp(prefix="shots-"))  # Faust writes "<app id>-data/" into its cwd
+    log = workdir / "worker.log"
     worker = None
     try:
         await ensure_topics(settings.bootstrap_servers(), all_topics(settings), 1, {})
-        worker = start_worker(env, log)
+        worker = start_worker(env, log, cwd=workdir)
         stats, stop = DemoStats(), asyncio.Event()
         t0 = time.monotonic()
         await produce_simulation(settings, args.customers, args.days, args.speed, stats, stop,
                                  activity_scale=args.activity_scale)
-        print(f"produced {sum(stats.produced.values()):,} events in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        produced = sum(stats.produced.values())
+        print(f"produced {produced:,} events in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        await wait_handled(settings, produced)
+        print(f"worker caught up after {time.monotonic() - t0:.0f}s", file=sys.stderr)
         url = f"http://127.0.0.1:{settings.web_port}/dashboard/"
         cid = await shoot(url, args.out)
         print(f"wrote {args.out / 'dashboard.png'} and {args.out / 'dashboard-customer.png'} (customer {cid})", file=sys.stderr)
         return 0
     finally:
         stop_process(worker)
+        shutil.rmtree(workdir, ignore_errors=True)
         if broker is not None:
             broker.stop()
         client = redis.Redis.from_url(redis_url)

@@ -61,10 +61,11 @@ def _worker_env(settings: Settings, broker_url: str, redis_url: str) -> dict[str
     return env
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "stream_app.cli", "worker"],
         env=env,
+        cwd=cwd,  # Faust keeps "<app id>-data/" in its working directory
         stdout=open(log_path, "wb"),  # noqa: SIM115 - lives as long as the process
         stderr=subprocess.STDOUT,
         start_new_session=True,

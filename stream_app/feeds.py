@@ -22,6 +22,7 @@ Everything kept in memory is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from array import array
 from collections import OrderedDict, deque
@@ -197,10 +198,8 @@ async def tail_topic(
             log.warning("tail of %s failed; retrying", topic, exc_info=True)
             await asyncio.sleep(2.0)
         finally:
-            try:
+            with contextlib.suppress(Exception):  # the broker may be gone already
                 await consumer.stop()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 class LiveFeeds:
@@ -231,8 +230,6 @@ class LiveFeeds:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
                 await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
         self._tasks = []

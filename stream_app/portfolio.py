@@ -251,8 +251,8 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
     if batch:
         await consume(batch)
 
-    for b in ranked:
-        ranked[b].sort()
+    for ranking in ranked.values():
+        ranking.sort()
     (customers, active, cancelled_30d, hs_n, hs_sum, nps_n, promoters, detractors, csat_n, csat_ok,
      at_risk, mrr_total, mrr_risk, expected) = totals
     tiles = PortfolioTiles(

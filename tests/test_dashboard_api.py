@@ -12,10 +12,10 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
-
 from harness import Harness
+
 from stream_app.aggregates import DAY_MS
-from stream_app.feeds import LiveFeeds, tail_topic
+from stream_app.feeds import LiveFeeds
 from stream_app.settings import Settings
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.web import FEEDS, PREFIX, standalone_app

@@ -8,6 +8,7 @@ filter by band, and draw the customer page's chart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
+import stream_app
 from stream_app.cli import all_topics
 from stream_app.demo import DemoStats, produce_simulation
 from stream_app.embedded import ensure_topics, free_port
@@ -30,6 +32,7 @@ from stream_app.settings import Settings
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+REPO = Path(stream_app.__file__).resolve().parents[1]
 
 
 @dataclass
@@ -54,9 +57,11 @@ def live(broker_url: str, redis_url: str, key_prefix: str, tmp_path: Path) -> It
                TOPIC_PREFIX=settings.topic_prefix, APP_ID=settings.app_id, TOPIC_PARTITIONS="2",
                WEB_ENABLED="true", WEB_PORT=str(port), REBALANCE_TIMEOUT_S="4", SESSION_TIMEOUT_S="10",
                HEARTBEAT_INTERVAL_S="1", DASHBOARD_REFRESH_S="2", LOG_LEVEL="info")
+    # the worker runs in its own directory (Faust writes "<app id>-data/" there) on this checkout's code
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     asyncio.run(ensure_topics(settings.bootstrap_servers(), all_topics(settings), 1, {}))
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, cwd=tmp_path,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     yield LiveEnv(settings, f"http://127.0.0.1:{port}/dashboard/", proc, log)
     proc.terminate()
@@ -79,7 +84,7 @@ async def wait_served(env: LiveEnv, timeout: float = 60.0) -> float:
                 async with session.get(env.url + "api/model") as resp:
                     if resp.status == 200:
                         return time.monotonic() - t0
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(0.3)
     raise AssertionError(f"dashboard not served within {timeout}s:\n{env.log.read_text()[-3000:]}")
@@ -169,8 +174,6 @@ async def test_dashboard_in_chromium(live: LiveEnv, tmp_path: Path) -> None:
     finally:
         stop.set()
         producing.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await producing
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
     assert served_after < 60, served_after
