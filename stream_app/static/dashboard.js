@@ -213,7 +213,7 @@ async function loadCustomer(id) {
   destroyChart("components");
   state.charts.components = new Chart(document.getElementById("c-components"), {
     type: "bar",
-    data: { labels: comps.map(c => c[0]), datasets: [{ data: comps.map(c => c[1]), backgroundColor: comps.map(c => COLORS[bandOf(c[1])]), borderRadius: 3 }] },
+    data: { labels: comps.map(c => `${c[0]}  ${num(c[1], 0)}`), datasets: [{ data: comps.map(c => c[1]), backgroundColor: comps.map(c => COLORS[bandOf(c[1])]), borderRadius: 3 }] },
     options: { indexAxis: "y", responsive: true, maintainAspectRatio: false, animation: false, plugins: { legend: { display: false } },
       scales: { x: { min: 0, max: 100, grid: { color: COLORS.grid } }, y: { grid: { display: false } } } },
   });
