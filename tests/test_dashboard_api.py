@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
 import pytest
 import pytest_asyncio
+import redis
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from harness import Harness
 
@@ -35,16 +37,49 @@ async def feed_simulation(h: Harness, customers: int = 14, days: int = 40, seed:
         await h.feed(batch)
 
 
-@pytest_asyncio.fixture
-async def seeded(h: Harness) -> Harness:
+# one event loop for the module: the simulated state is written once and read by several tests
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def module_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"cstest:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def seeded(redis_url: str, module_prefix: str) -> AsyncIterator[Harness]:
+    """Simulated customers written by the real ingestor and scorer (read-only for the tests)."""
+    settings = Settings(_env_file=None, redis_url=redis_url, key_prefix=module_prefix, broker_url=None)
+    client = aioredis.Redis.from_url(redis_url)
+    h = Harness(settings, client)
     await feed_simulation(h)
-    return h
+    yield h
+    await client.aclose()
 
 
-@pytest_asyncio.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient]:
+async def _client(settings: Settings) -> AsyncIterator[TestClient]:
     app = standalone_app(settings)  # broker_url unset: no Kafka tails, the feed is filled by hand
     async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(settings: Settings) -> AsyncIterator[TestClient]:
+    """The dashboard on an empty key prefix of its own."""
+    async for c in _client(settings):
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def seeded_client(seeded: Harness) -> AsyncIterator[TestClient]:
+    """The dashboard on the simulated state."""
+    async for c in _client(seeded.settings):
         yield c
 
 
@@ -67,12 +102,12 @@ async def get_json(client: TestClient, path: str, status: int = 200) -> Any:
     return await resp.json()
 
 
-async def test_at_risk_is_the_risk_ranking_paged(seeded: Harness, client: TestClient) -> None:
+async def test_at_risk_is_the_risk_ranking_paged(seeded: Harness, seeded_client: TestClient) -> None:
     redis, key = seeded.store.redis, f"{seeded.settings.key_prefix}risk"
     ranked = [(m.decode(), s) for m, s in await redis.zrevrange(key, 0, -1, withscores=True)]
     assert len(ranked) >= 10
-    first = await get_json(client, f"{API}/at-risk?limit=5")
-    second = await get_json(client, f"{API}/at-risk?limit=5&offset=5")
+    first = await get_json(seeded_client, f"{API}/at-risk?limit=5")
+    second = await get_json(seeded_client, f"{API}/at-risk?limit=5&offset=5")
     assert first["total"] == second["total"] == len(ranked)
     ids = [r["customer_id"] for r in first["rows"] + second["rows"]]
     assert ids == [cid for cid, _ in ranked[:10]]
@@ -91,14 +126,14 @@ async def test_at_risk_is_the_risk_ranking_paged(seeded: Harness, client: TestCl
         assert [tuple(p) for p in r["trend"]] == expected_trend and len(expected_trend) > 1
 
 
-async def test_band_filter_lists_exactly_that_band_by_probability(seeded: Harness, client: TestClient) -> None:
+async def test_band_filter_lists_exactly_that_band_by_probability(seeded: Harness, seeded_client: TestClient) -> None:
     mains = await all_main(seeded)
     for band in ("green", "yellow", "red"):
         expected = sorted(
             (cid for cid, m in mains.items() if m.get("hb") == band and m.get("st") != "cancelled"),
             key=lambda c: (-float(mains[c]["cp"]), c),
         )
-        page = await get_json(client, f"{API}/at-risk?band={band}&limit=200")
+        page = await get_json(seeded_client, f"{API}/at-risk?band={band}&limit=200")
         assert page["total"] == len(expected)
         assert [r["customer_id"] for r in page["rows"]] == expected
         assert all(r["health_band"] == band for r in page["rows"])
@@ -121,11 +156,11 @@ async def test_bad_list_parameters_name_the_field_and_rule(client: TestClient, q
     assert body["error"].startswith(f"{field}: ")
 
 
-async def test_portfolio_tiles_match_the_state(seeded: Harness, client: TestClient) -> None:
+async def test_portfolio_tiles_match_the_state(seeded: Harness, seeded_client: TestClient) -> None:
     mains = await all_main(seeded)
     s = seeded.settings
     active = {c: m for c, m in mains.items() if m.get("st") != "cancelled"}
-    tiles = await get_json(client, f"{API}/portfolio")
+    tiles = await get_json(seeded_client, f"{API}/portfolio")
     assert tiles["customers"] == len(mains)
     assert tiles["active"] == len(active)
     assert tiles["by_band"] == {b: sum(m["hb"] == b for m in active.values()) for b in ("red", "yellow", "green")}
@@ -154,9 +189,9 @@ async def test_portfolio_tiles_match_the_state(seeded: Harness, client: TestClie
     assert tiles["age_s"] is not None and tiles["refresh_s"] >= s.dashboard_refresh_s
 
 
-async def test_customer_page_data(seeded: Harness, client: TestClient) -> None:
-    top = (await get_json(client, f"{API}/at-risk?limit=1"))["rows"][0]["customer_id"]
-    d = await get_json(client, f"{API}/customer?id={top}")
+async def test_customer_page_data(seeded: Harness, seeded_client: TestClient) -> None:
+    top = (await get_json(seeded_client, f"{API}/at-risk?limit=1"))["rows"][0]["customer_id"]
+    d = await get_json(seeded_client, f"{API}/customer?id={top}")
     main = (await seeded.store.read(top)).main
     assert d["view"]["customer_id"] == top
     assert d["scored_health"] == int(main["hs"]) / 10
@@ -166,9 +201,9 @@ async def test_customer_page_data(seeded: Harness, client: TestClient) -> None:
     assert [tuple(p) for p in d["health_history"]] == sorted(history.items()) and history
     assert len(d["tickets"]) == min(20, len((await seeded.store.read(top)).tickets))
     assert d["alerts"] == []  # nothing published to this dashboard's feed
-    missing = await get_json(client, f"{API}/customer?id=nobody-{uuid.uuid4().hex}", status=404)
+    missing = await get_json(seeded_client, f"{API}/customer?id=nobody-{uuid.uuid4().hex}", status=404)
     assert missing["errors"][0] == {"field": "id", "rule": "not_found", "message": missing["errors"][0]["message"]}
-    no_id = await get_json(client, f"{API}/customer", status=400)
+    no_id = await get_json(seeded_client, f"{API}/customer", status=400)
     assert no_id["errors"][0]["field"] == "id" and no_id["errors"][0]["rule"] == "missing"
 
 
