@@ -153,7 +153,7 @@ def _view(stats: DemoStats, handled: int, dead: int, risky: list[dict[str, objec
     for r in risky:
         band = str(r.get("health_band") or "-")
         table.add_row(
-            str(r["customer_id"]), f"{r['churn_probability']:.2f}", f"{r['health_score']}",
+            str(r["customer_id"]), f"{r['churn_probability']:.2f}", str(r["health_score"] if r["health_score"] is not None else "-"),
             f"[{colour.get(band, 'white')}]{band}[/]", f"{r['mrr'] or 0:,.0f}",
             ", ".join(r["reasons"][:3]), str(r["model_version"] or ""),  # type: ignore[index]
         )

@@ -70,13 +70,14 @@ async def riskiest(store: StateStore, settings: Settings, n: int) -> list[dict[s
     for cid in ids:
         pipe.hmget(store.keys(cid).main, "hs", "hb", "cp", "mrr", "r1", "r2", "r3", "mv", "st")
     rows = []
-    for cid, (hs, hb, cp, mrr, r1, r2, r3, mv, st) in zip(ids, await pipe.execute()):
+    for (cid, p), (hs, hb, cp, mrr, r1, r2, r3, mv, st) in zip(zip(ids, (p for _, p in ranked)), await pipe.execute()):
         def s(v: Any) -> str | None:
             return v.decode() if isinstance(v, bytes) else v
 
         rows.append({
             "customer_id": cid,
-            "churn_probability": float(s(cp)) if cp else None,
+            # the ranking's own probability: the scorer updates the risk set before the hash
+            "churn_probability": round(float(p), 4),
             "health_score": int(s(hs)) / 10 if hs else None,
             "health_band": s(hb),
             "mrr": int(s(mrr)) / 100 if mrr else None,
@@ -140,22 +141,34 @@ async def today(store: StateStore) -> int | None:
     return wm // 86_400_000 if wm is not None and wm >= 0 else None
 
 
-async def risk_rows(store: StateStore, ids: list[str], first_rank: int, day: int | None) -> list[RiskRow]:
+async def risk_rows(
+    store: StateStore, settings: Settings, ids: list[str], first_rank: int, day: int | None,
+    probabilities: list[float] | None = None,
+) -> list[RiskRow]:
     """List rows for these customers (one pipelined round trip), with a 30-day sparkline
-    read from the daily score history (``h<day>`` fields) ending at ``day``."""
+    read from the daily score history (``h<day>`` fields) ending at ``day``.
+
+    The probability shown is the ranking's own (``probabilities``, else the customer's score
+    in the ``risk`` set): the scorer updates that set before the customer's hash, so the
+    hash's ``cp`` can be a moment behind and would disagree with the order."""
     spark_days = list(range(day - SPARK_DAYS + 1, day + 1)) if day is not None else []
     fields = [*_ROW_FIELDS, *(f"h{d}" for d in spark_days)]
     pipe = store.redis.pipeline(transaction=False)
     for cid in ids:
         pipe.hmget(store.keys(cid).main, fields)
+        if probabilities is None:
+            pipe.zscore(f"{settings.key_prefix}risk", cid)
+    got = await pipe.execute()
+    values_of = got if probabilities is not None else got[0::2]
+    ranked = probabilities if probabilities is not None else got[1::2]
     rows: list[RiskRow] = []
-    for i, (cid, values) in enumerate(zip(ids, await pipe.execute())):
+    for i, (cid, values, rp) in enumerate(zip(ids, values_of, ranked)):
         hs, hb, cp, mrr, r1, r2, r3, mv, st = (_str(v) for v in values[: len(_ROW_FIELDS)])
         hist = values[len(_ROW_FIELDS) :]
         rows.append(RiskRow(
             rank=first_rank + i,
             customer_id=cid,
-            churn_probability=float(cp) if cp else None,
+            churn_probability=round(float(rp), 4) if rp is not None else float(cp) if cp else None,
             health_score=int(hs) / 10 if hs else None,
             health_band=hb or None,
             mrr=int(mrr) / 100 if mrr else None,
@@ -181,14 +194,16 @@ async def risk_page(
         key = f"{settings.key_prefix}risk"
         pipe = store.redis.pipeline(transaction=False)
         pipe.zcard(key)
-        pipe.zrevrange(key, offset, offset + limit - 1)
+        pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
         total, members = await pipe.execute()
-        ids = [str(_str(m)) for m in members]
+        ids = [str(_str(m)) for m, _ in members]
+        probabilities: list[float] | None = [float(p) for _, p in members]
     else:
         ranking = band_ids or []
         total, ids = len(ranking), ranking[offset : offset + limit]
+        probabilities = None
     day = await today(store)
-    rows = await risk_rows(store, ids, offset + 1, day)
+    rows = await risk_rows(store, settings, ids, offset + 1, day, probabilities)
     return RiskPage(total=int(total), offset=offset, limit=limit, band=band, as_of_day=day, rows=rows)
 
 
