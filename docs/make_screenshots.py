@@ -1,6 +1,6 @@
 """Take the dashboard screenshots in docs/ from a real run: simulator -> broker -> worker -> Redis.
 
-    python docs/make_screenshots.py [--customers 300 --days 120 --speed 0.6]
+    python docs/make_screenshots.py [--customers 200 --days 100 --speed 0.45]
 
 Starts an embedded broker (or uses BROKER_URL), uses REDIS_URL (default the local server) with
 a key prefix of its own (deleted at the end), a worker serving the dashboard, and streams the
@@ -52,7 +52,7 @@ async def shoot(url: str, out: Path, wait_rows: int = 10) -> str:
         return str(cid)
 
 
-async def wait_handled(settings: object, produced: int, timeout_s: float = 600) -> None:
+async def wait_handled(settings: object, produced: int, timeout_s: float = 1800) -> None:
     """Until the worker has handled everything produced (its partition progress in Redis)."""
     from stream_app.app import redis_client
     from stream_app.state import StateStore
@@ -71,9 +71,9 @@ async def wait_handled(settings: object, produced: int, timeout_s: float = 600) 
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=300)
-    ap.add_argument("--days", type=int, default=120)
-    ap.add_argument("--speed", type=float, default=0.6, help="simulated days per second")
+    ap.add_argument("--customers", type=int, default=200)
+    ap.add_argument("--days", type=int, default=100)
+    ap.add_argument("--speed", type=float, default=0.45, help="simulated days per second")
     ap.add_argument("--activity-scale", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=DOCS)
     args = ap.parse_args()
