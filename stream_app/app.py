@@ -294,4 +294,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     _wire_lifecycle(app, runtime)
     mount_ops(app, settings, runtime)  # /metrics, /health, watchdog, WEB_TOKEN (stream_app/ops.py)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tools and tests
+    from .web import mount_dashboard  # the live dashboard, on the worker's web server (WEB_ENABLED)
+
+    mount_dashboard(app, settings)
     return app

@@ -345,5 +345,22 @@ def demo(customers: int, days: int, speed: float, duration: float | None) -> Non
     sys.exit(run_demo(customers=customers, days=days, speed=speed, duration=duration))
 
 
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on")
+def dashboard(host: str) -> None:
+    """Serve the live dashboard on WEB_PORT (reads REDIS_URL, BROKER_URL for the alert feed)."""
+    from .web import dashboard_url, run_dashboard
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if not settings.redis_url:
+        console.print("[red]configuration error:[/red] redis_url: not set (REDIS_URL)")
+        sys.exit(2)
+    if not settings.broker_url:
+        console.print("[yellow]BROKER_URL not set: no live alert feed[/yellow]")
+    console.print(f"dashboard on {dashboard_url(settings)}")
+    run_dashboard(settings, host=host)
+
+
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, redis_reachable
+from .embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, free_port, port_open, redis_reachable
 from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .state import StateStore
@@ -54,14 +54,18 @@ def _worker_env(settings: Settings, broker_url: str, redis_url: str) -> dict[str
         REBALANCE_TIMEOUT_S=env.get("REBALANCE_TIMEOUT_S", "4"),
         SESSION_TIMEOUT_S=env.get("SESSION_TIMEOUT_S", "10"),
         HEARTBEAT_INTERVAL_S=env.get("HEARTBEAT_INTERVAL_S", "1"),
+        # the worker serves the dashboard (and whatever else its web server carries)
+        WEB_ENABLED="true",
+        WEB_PORT=str(settings.web_port),
     )
     return env
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "stream_app.cli", "worker"],
         env=env,
+        cwd=cwd,  # Faust keeps "<app id>-data/" in its working directory
         stdout=open(log_path, "wb"),  # noqa: SIM115 - lives as long as the process
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -92,7 +96,8 @@ def _bad_event(i: int, cid: str) -> tuple[str, bytes]:
 
 
 async def produce_simulation(
-    settings: Settings, customers: int, days: int, speed: float, stats: DemoStats, stop: asyncio.Event
+    settings: Settings, customers: int, days: int, speed: float, stats: DemoStats, stop: asyncio.Event,
+    activity_scale: float = 0.5, seed: int = 7,
 ) -> None:
     """Stream the simulator into Kafka, pacing event time at ``speed`` days per second."""
     from aiokafka import AIOKafkaProducer
@@ -102,8 +107,8 @@ async def produce_simulation(
     )
     await producer.start()
     try:
-        # half the default activity volume: ~2k events/s at 1 simulated day per second
-        sim = Simulator(SimConfig(customers=customers, days=days, activity_scale=0.5))
+        # half the default activity volume by default: ~2k events/s at 1 simulated day per second
+        sim = Simulator(SimConfig(customers=customers, days=days, activity_scale=activity_scale, seed=seed))
         t0_wall = time.monotonic()
         t0_sim: int | None = None
         for n, ev in enumerate(sim.events(), start=1):
@@ -148,7 +153,7 @@ def _view(stats: DemoStats, handled: int, dead: int, risky: list[dict[str, objec
     for r in risky:
         band = str(r.get("health_band") or "-")
         table.add_row(
-            str(r["customer_id"]), f"{r['churn_probability']:.2f}", f"{r['health_score']}",
+            str(r["customer_id"]), f"{r['churn_probability']:.2f}", str(r["health_score"] if r["health_score"] is not None else "-"),
             f"[{colour.get(band, 'white')}]{band}[/]", f"{r['mrr'] or 0:,.0f}",
             ", ".join(r["reasons"][:3]), str(r["model_version"] or ""),  # type: ignore[index]
         )
@@ -199,6 +204,42 @@ async def _count_dead_letters(settings: Settings) -> int:
         await consumer.stop()
 
 
+@dataclass
+class DashboardStatus:
+    url: str
+    served_by: str = "starting"  # "starting" | "the worker" | "the demo (standalone)"
+    runner: object | None = None
+
+
+async def _answers(url: str) -> bool:
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            async with session.get(url + "api/model") as resp:
+                return resp.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False
+
+
+async def ensure_dashboard(settings: Settings, status: DashboardStatus, worker_grace_s: float = 30.0) -> None:
+    """Wait for the worker's web server to serve the dashboard; if it does not within
+    ``worker_grace_s``, serve it from this process (standalone) so it is up within a minute."""
+    from .web import dashboard_url, start_dashboard
+
+    deadline = time.monotonic() + worker_grace_s
+    while time.monotonic() < deadline:
+        if await _answers(status.url):
+            status.served_by = "the worker"
+            return
+        await asyncio.sleep(0.5)
+    # a port of its own: the worker may still bind WEB_PORT later, and must not fail when it does
+    own = settings.model_copy(update={"web_port": free_port()})
+    status.runner = await start_dashboard(own, host="0.0.0.0")
+    status.url = dashboard_url(own)
+    status.served_by = "the demo (standalone)"
+
+
 async def _live(settings: Settings, customers: int, days: int, speed: float, duration: float | None,
                 worker: subprocess.Popen[bytes], worker_log: Path) -> int:
     from .app import redis_client
@@ -210,6 +251,10 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
     producer_task = asyncio.create_task(produce_simulation(settings, customers, days, speed, stats, stop))
     alerts: deque[dict[str, object]] = deque(maxlen=12)
     alerts_task = asyncio.create_task(follow_alerts(settings, alerts, stats, stop))
+    from .web import dashboard_url
+
+    dash = DashboardStatus(url=dashboard_url(settings))
+    dash_task = asyncio.create_task(ensure_dashboard(settings, dash))
     client = redis_client(settings)
     store = StateStore(client, settings)
     started = time.monotonic()
@@ -226,19 +271,23 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
                 note = "waiting for the worker to join its group (~6 s)" if handled == 0 else "Ctrl-C to stop"
                 if producer_task.done() and handled >= sum(stats.produced.values()) + stats.bad_produced:
                     note = "simulation finished; all events handled. Ctrl-C to stop"
-                live.update(_view(stats, handled, dead, risky, alerts, note))
+                dash_note = (f"dashboard {dash.url} (served by {dash.served_by})" if dash.served_by != "starting"
+                             else f"dashboard {dash.url} (starting)")
+                live.update(_view(stats, handled, dead, risky, alerts, f"{note} | {dash_note}"))
                 if duration is not None and time.monotonic() - started > duration:
                     return 0
                 await asyncio.sleep(0.5)
     finally:
         stop.set()
-        for task in (producer_task, alerts_task):
+        for task in (producer_task, alerts_task, dash_task):
             task.cancel()
             try:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         await client.aclose()
+        if dash.runner is not None:
+            await dash.runner.cleanup()  # type: ignore[attr-defined]
 
 
 def run_demo(customers: int, days: int, speed: float, duration: float | None) -> int:
@@ -258,7 +307,9 @@ def run_demo(customers: int, days: int, speed: float, duration: float | None) ->
             started.append(embedded)
             redis_url = embedded.url
             console.print(f"[green]started embedded Redis[/green] {redis_url}")
-        settings = settings.model_copy(update={"broker_url": broker_url, "redis_url": redis_url})
+        # WEB_PORT (default 6066) if free, else any free port
+        web_port = settings.web_port if not port_open("127.0.0.1", settings.web_port) else free_port()
+        settings = settings.model_copy(update={"broker_url": broker_url, "redis_url": redis_url, "web_port": web_port})
         from .cli import all_topics
 
         asyncio.run(ensure_topics(settings.bootstrap_servers(), all_topics(settings), settings.topic_replication,
@@ -266,6 +317,9 @@ def run_demo(customers: int, days: int, speed: float, duration: float | None) ->
         worker_log = Path(tempfile.mkstemp(prefix="churn-stream-worker-", suffix=".log")[1])
         worker = start_worker(_worker_env(settings, broker_url, redis_url), worker_log)
         console.print(f"started worker (pid {worker.pid}, log {worker_log})")
+        from .web import dashboard_url
+
+        console.print(f"[bold]dashboard:[/bold] {dashboard_url(settings)}  (open it in a browser; up within a minute)")
         return asyncio.run(_live(settings, customers, days, speed, duration, worker, worker_log))
     except KeyboardInterrupt:
         return 0

@@ -129,6 +129,16 @@ class Settings(BaseSettings):
         default=None, description="TEST ONLY: a batch holding a record that contains this text crashes its agent"
     )
 
+    # --- Dashboard (stream_app/web.py) ---------------------------------------------------
+    dashboard_enabled: bool = Field(default=True, description="Serve the dashboard on the worker's web server")
+    dashboard_refresh_s: float = Field(
+        default=15.0, ge=1, description="Portfolio tiles and band index: a full pass at most this often (background)"
+    )
+    dashboard_alert_backlog: int = Field(default=200, ge=0, le=100_000, description="Alerts per partition read back on start")
+    dashboard_score_backlog: int = Field(
+        default=50_000, ge=0, description="cs.scores records per partition read back on start (churn-probability history)"
+    )
+
     @field_validator("windows_days")
     @classmethod
     def _windows_positive_sorted(cls, v: list[int]) -> list[int]:
