@@ -1,0 +1,422 @@
+"""Live portfolio KPIs in Redis: per-period contributions and sums, kept exactly once.
+
+Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Cluster-safe):
+
+    {prefix}pf:{pf}:meta               hash  rolled:<kind> (newest period carried into),
+                                              floor:<kind> (oldest period still writable)
+    {prefix}pf:{pf}:<m|q>:<label>:c    hash  customer id -> its record in that period
+    {prefix}pf:{pf}:<m|q>:<label>:s    hash  "<group>:<field>" -> sum over the records
+    {prefix}pf:{pf}:seg                string segmentation model checkpoint (JSON)
+
+Per batch of scored customers (``PortfolioTracker.update``): one read round trip (meta and the
+stored records the batch needs), the records computed in Python (``contributions``), one
+write round trip (``lua/portfolio_apply.lua``, which replaces each record and applies the
+delta to the sums atomically). A query reads one sums hash: O(1) in the number of customers.
+
+Which periods a customer's update writes: from the month before its scoring time (a late
+event, or the first scoring after a month ended, corrects the closed month) to the newest
+period the portfolio has reached (so a customer whose latest event is older still has its
+current records). A month before the scoring month keeps the score facts it had (the health
+at that month's end is not known any more); quarters are combined from their months.
+
+When event time enters a new period (``rollover``), every customer active at the end of the
+previous period and not yet in the new one gets the carried-over record (set only where
+absent, so it is idempotent and never overwrites a real update). Records older than
+``keep_months`` are dropped and their periods closed (the sums stay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any, Sequence
+
+import orjson
+
+from .aggregates import CustomerAggregates
+from .cohorts import CohortRow, cohort_table
+from .contributions import FIELDS, Contribution, ScoreFacts, carry, combine, facts_from_state, signup_month
+from .kpis import Kpis, compute_kpis, split_groups
+from .lifecycle import StageInputs, stage_of
+from .periods import KINDS, Period, PeriodKind, month, month_of, of_kind
+from .portfolio_config import PortfolioConfig
+from .scoring import HealthResult
+from .segments import SegmentInfo, SegmentModel, segment_features
+from .settings import Settings
+from .state import RawCustomerState
+
+log = logging.getLogger(__name__)
+
+_FIELD_NAMES = ",".join(FIELDS)
+#: records per script call: big enough to amortise the call, small enough not to block Redis
+_CHUNK = 200
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A customer's lifecycle stage and segment at one scoring."""
+
+    stage: str
+    segment: str | None
+    risky: bool
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        """The optional ``cs.scores`` fields."""
+        return {"lifecycle_stage": self.stage, "segment": self.segment}
+
+
+@dataclass(frozen=True)
+class PortfolioItem:
+    """One scored customer, as the portfolio needs it: its state after its latest scored
+    event, and the score facts of its latest scoring in each month (``collect``)."""
+
+    customer_id: str
+    as_of_ms: int
+    raw: RawCustomerState
+    health: HealthResult
+    assessment: Assessment
+    scores: dict[int, ScoreFacts] = field(default_factory=dict)
+
+
+@dataclass
+class PortfolioStats:
+    updates: int = 0
+    records_written: int = 0
+    records_changed: int = 0
+    rollovers: int = 0
+    carried: int = 0
+    seconds: float = 0.0  # wall time spent in update() (reads, records, writes, rollovers)
+
+
+@dataclass
+class Meta:
+    rolled: dict[str, int] = field(default_factory=dict)
+    floor: dict[str, int] = field(default_factory=dict)
+
+
+class PortfolioKeys:
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}pf:{{pf}}"
+        self.meta = f"{self.base}:meta"
+        self.segments = f"{self.base}:seg"
+
+    def contributions(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:c"
+
+    def sums(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:s"
+
+
+def _from_label(kind: str, label: str) -> int:
+    from .periods import parse_label
+
+    p = parse_label(label)
+    if p.kind != kind:
+        raise ValueError(f"{label!r} is not a {kind}")
+    return p.index
+
+
+async def read_meta(redis: Any, keys: PortfolioKeys) -> Meta:
+    raw = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.meta)).items()}
+    meta = Meta()
+    for k, v in raw.items():
+        what, _, kind = k.partition(":")
+        if what in ("rolled", "floor") and kind in KINDS:
+            getattr(meta, what)[kind] = _from_label(kind, v)
+    return meta
+
+
+class PortfolioTracker:
+    """Keeps the portfolio's per-period sums current as customers are scored."""
+
+    def __init__(self, settings: Settings, config: PortfolioConfig | None = None) -> None:
+        self.settings = settings
+        self.cfg = config or settings.portfolio()
+        self.keys = PortfolioKeys(settings.key_prefix)
+        self.risk_threshold = self.cfg.risk_threshold or settings.risk_alert_threshold
+        self.segments = SegmentModel(self.cfg.segments)
+        self.stats = PortfolioStats()
+        self._script_src = resources.files("stream_app").joinpath("lua/portfolio_apply.lua").read_text()
+        self._script: Any = None
+        self._loaded = False
+        self._since_checkpoint = 0
+
+    # --- per customer, in the scoring loop (no I/O) -----------------------------------------
+    def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
+        """Stage (config rules) and segment (the model learns from active customers)."""
+        active = agg.subscription_status != "cancelled"
+        stage = stage_of(StageInputs(
+            status=agg.subscription_status, tenure_days=agg.tenure_days, health=health.score, band=health.band,
+            engagement=health.components.get("engagement"), churn_probability=churn_p,
+        ), self.cfg.lifecycle)
+        segment = self.segments.assign(segment_features(agg), learn=active)
+        if active:
+            self._since_checkpoint += 1
+        return Assessment(stage, segment, health.band == "red" or churn_p >= self.risk_threshold)
+
+    def item(self, customer_id: str, as_of_ms: int, raw: RawCustomerState, health: HealthResult,
+             assessment: Assessment) -> PortfolioItem:
+        score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
+                           stage=assessment.stage, segment=assessment.segment)
+        return PortfolioItem(customer_id, as_of_ms, raw, health, assessment, {month_of(as_of_ms): score})
+
+    @staticmethod
+    def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
+        """Add a customer's scoring to ``acc`` (scorings of one batch, in event order): one
+        update per customer with its latest state, keeping each month's latest score facts."""
+        if item is None:
+            return
+        prev = acc.get(item.customer_id)
+        if prev is not None:
+            item = replace(item, scores={**prev.scores, **item.scores})
+        acc[item.customer_id] = item
+
+    # --- per batch ------------------------------------------------------------------------------
+    async def prepare(self, redis: Any) -> None:
+        """Load the segmentation checkpoint once (a restarted worker resumes its segments)."""
+        if self._loaded:
+            return
+        blob = await redis.get(self.keys.segments)
+        if blob is not None:
+            self.segments = SegmentModel.from_bytes(blob, self.cfg.segments)
+        self._loaded = True
+
+    async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None) -> int:
+        """Write the scored customers' records; ``now_ms`` is the event-time watermark.
+
+        Returns the number of records that changed.
+        """
+        if not items:
+            return 0
+        t0 = time.perf_counter()
+        now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
+        meta = await read_meta(redis, self.keys)
+        if meta.rolled.get("month") is None or now_m > meta.rolled["month"]:
+            meta = await self.rollover(redis, now_m, meta)
+        plans = [self._plan(it, meta) for it in items]
+        need: dict[Period, list[str]] = {}
+        for it, plan in zip(items, plans):
+            for p in plan.reads:
+                need.setdefault(p, []).append(it.customer_id)
+        old = await self._read(redis, need)
+        writes: list[tuple[Period, str, str]] = []
+        for it, plan in zip(items, plans):
+            writes.extend(self._records(it, plan, old))
+        changed = await self._write(redis, writes, "r")
+        self.stats.updates += len(items)
+        self.stats.records_written += len(writes)
+        self.stats.records_changed += changed
+        if self._since_checkpoint >= self.cfg.segments.checkpoint_every:
+            await self.checkpoint(redis)
+        self.stats.seconds += time.perf_counter() - t0
+        return changed
+
+    async def checkpoint(self, redis: Any) -> None:
+        await redis.set(self.keys.segments, self.segments.to_bytes())
+        self._since_checkpoint = 0
+
+    # --- planning ---------------------------------------------------------------------------
+    @dataclass
+    class _Plan:
+        months: range
+        as_month: int
+        quarters: list[Period]
+        reads: list[Period]
+
+    def _plan(self, it: PortfolioItem, meta: Meta) -> "PortfolioTracker._Plan":
+        main = it.raw.main
+        lts = int(main.get("lts", it.as_of_ms))
+        first = int(main.get("fs", lts))
+        as_m = month_of(it.as_of_ms)
+        floor_m = meta.floor.get("month")
+        lo = max(as_m - 1, month_of(first), floor_m if floor_m is not None else -(10**9))
+        hi = max(month_of(lts), meta.rolled.get("month", as_m), as_m)
+        months = range(lo, hi + 1) if lo <= hi else range(0)
+        reads = [month(m) for m in months if m < as_m]
+        quarters: list[Period] = []
+        if "quarter" in self.cfg.periods and months:
+            for qi in range(months[0] // 3, months[-1] // 3 + 1):
+                q = Period("quarter", qi)
+                qfloor = meta.floor.get("quarter")
+                if qfloor is not None and qi < qfloor:
+                    continue
+                if floor_m is not None and q.month_indices[0] < floor_m:
+                    continue
+                quarters.append(q)
+                reads.extend(month(m) for m in q.month_indices if m < lo)
+        return self._Plan(months, as_m, quarters, sorted(set(reads)))
+
+    def _records(self, it: PortfolioItem, plan: "PortfolioTracker._Plan",
+                 old: dict[tuple[Period, str], Contribution]) -> list[tuple[Period, str, str]]:
+        cid = it.customer_id
+        a = it.assessment
+        fresh = it.scores.get(plan.as_month) or ScoreFacts(
+            health10=int(round(it.health.score * 10)), band=it.health.band, risky=a.risky, stage=a.stage,
+            segment=a.segment)
+        periods = [month(m) for m in plan.months]
+        facts = facts_from_state(it.raw, periods)
+        signup = signup_month(it.raw)
+        rmd = self.cfg.repeat_min_days
+        out: list[tuple[Period, str, str]] = []
+        month_recs: dict[int, Contribution] = {}
+        for p in periods:
+            score = it.scores.get(p.index, fresh)
+            if p.index < plan.as_month and p.index not in it.scores:
+                prev = old.get((p, cid))
+                if prev is not None:
+                    score = prev.score
+            rec = Contribution(p, facts[p], score, signup)
+            out.append((p, cid, rec.encode(rmd)))
+            if not rec.empty():
+                month_recs[p.index] = rec
+        hi = plan.months[-1] if plan.months else plan.as_month
+        for q in plan.quarters:
+            recs = {}
+            for m in q.month_indices:
+                if m in month_recs:
+                    recs[m] = month_recs[m]
+                elif m not in plan.months and (month(m), cid) in old:
+                    recs[m] = old[(month(m), cid)]
+            out.append((q, cid, combine(q, recs, min(q.month_indices[-1], hi)).encode(rmd)))
+        return out
+
+    # --- Redis ------------------------------------------------------------------------------
+    async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Contribution]:
+        if not need:
+            return {}
+        pipe = redis.pipeline(transaction=False)
+        order = list(need.items())
+        for p, cids in order:
+            pipe.hmget(self.keys.contributions(p), cids)
+        out: dict[tuple[Period, str], Contribution] = {}
+        for (p, cids), vals in zip(order, await pipe.execute()):
+            for cid, v in zip(cids, vals):
+                if v:
+                    out[(p, cid)] = Contribution.decode(p, _s(v))
+        return out
+
+    async def _write(self, redis: Any, writes: list[tuple[Period, str, str]], mode: str) -> int:
+        if not writes:
+            return 0
+        if self._script is None:
+            self._script = redis.register_script(self._script_src)
+        pipe = redis.pipeline(transaction=False)
+        for i in range(0, len(writes), _CHUNK):
+            chunk = writes[i : i + _CHUNK]
+            pairs: dict[Period, int] = {}
+            keys = [self.keys.meta]
+            items = []
+            for p, cid, rec in chunk:
+                if p not in pairs:
+                    pairs[p] = len(pairs) + 1
+                    keys += [self.keys.contributions(p), self.keys.sums(p)]
+                items.append([pairs[p], p.kind, p.label, cid, rec])
+            await self._script(keys=keys, args=[_FIELD_NAMES, mode, orjson.dumps(items)], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def rollover(self, redis: Any, now_month: int, meta: Meta | None = None) -> Meta:
+        """Carry customers into every period event time has entered since the last rollover,
+        then move the floors and drop the records below them. Idempotent."""
+        meta = meta or await read_meta(redis, self.keys)
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            rolled = meta.rolled.get(kind)
+            start = target if rolled is None else rolled + 1
+            for idx in range(start, target + 1):
+                self.stats.carried += await self._carry(redis, Period(kind, idx - 1), Period(kind, idx))
+        floor_m = now_month - self.cfg.keep_months + 1
+        floors: dict[PeriodKind, int] = {"month": floor_m, "quarter": -(-floor_m // 3)}
+        fields: dict[str, str] = {}
+        dropped: list[str] = []
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            fields[f"rolled:{kind}"] = Period(kind, max(target, meta.rolled.get(kind, target))).label
+            new_floor = max(floors[kind], meta.floor.get(kind, floors[kind]))
+            fields[f"floor:{kind}"] = Period(kind, new_floor).label
+            old_floor = meta.floor.get(kind)
+            if old_floor is not None:
+                dropped += [self.keys.contributions(Period(kind, i)) for i in range(old_floor, new_floor)]
+        await redis.hset(self.keys.meta, mapping=fields)
+        if dropped:
+            await redis.unlink(*dropped)
+        self.stats.rollovers += 1
+        return await read_meta(redis, self.keys)
+
+    async def _carry(self, redis: Any, prev: Period, cur: Period) -> int:
+        n = 0
+        cursor = 0
+        rmd = self.cfg.repeat_min_days
+        while True:
+            cursor, chunk = await redis.hscan(self.keys.contributions(prev), cursor, count=500)
+            writes = []
+            for cid, text in chunk.items():
+                c = Contribution.decode(prev, _s(text))
+                if c.facts.a1:
+                    writes.append((cur, _s(cid), carry(c, cur).encode(rmd)))
+            n += await self._write(redis, writes, "n")
+            if cursor == 0:
+                return n
+
+    # --- read side --------------------------------------------------------------------------
+    async def now_month(self, redis: Any) -> int | None:
+        """The portfolio's current month: the newest it rolled into, or of the watermark."""
+        meta = await read_meta(redis, self.keys)
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        candidates = [m for m in (meta.rolled.get("month"), month_of(int(wm)) if wm is not None else None) if m is not None]
+        return max(candidates) if candidates else None
+
+    async def sums(self, redis: Any, periods: Sequence[Period]) -> dict[Period, dict[str, dict[str, int]]]:
+        """Each period's sums by group (one HGETALL per period)."""
+        pipe = redis.pipeline(transaction=False)
+        for p in periods:
+            pipe.hgetall(self.keys.sums(p))
+        return {p: split_groups({_s(k): int(v) for k, v in raw.items()}) for p, raw in zip(periods, await pipe.execute())}
+
+    async def report(self, redis: Any, kind: PeriodKind = "month", count: int = 3,
+                     segment: str | None = None, now_ms: int | None = None) -> list[Kpis]:
+        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        current = of_kind(kind, now_m)
+        periods = [current.prev(i) for i in range(count - 1, -1, -1)]
+        data = await self.sums(redis, periods)
+        group = segment or "*"
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        now = int(wm) if wm is not None else current.start_ms
+        return [
+            compute_kpis(data[p].get(group, {}), p.months, self.cfg.gross_margin, period=p.label,
+                         segment=segment or "all", partial=p.end_ms > now)
+            for p in periods
+        ]
+
+    async def segment_reports(self, redis: Any, kind: PeriodKind = "month", now_ms: int | None = None) -> dict[str, Kpis]:
+        """The current period's KPIs for every segment present in it."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return {}
+        p = of_kind(kind, now_m)
+        groups = (await self.sums(redis, [p]))[p]
+        return {
+            g: compute_kpis(s, p.months, self.cfg.gross_margin, period=p.label, segment=g, partial=True)
+            for g, s in sorted(groups.items()) if g.startswith("seg")
+        }
+
+    async def cohorts(self, redis: Any, now_ms: int | None = None) -> list[CohortRow]:
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        periods = [month(m) for m in range(now_m - 12, now_m + 1)]
+        data = await self.sums(redis, periods)
+        return cohort_table({p.index: g for p, g in data.items()}, now_m)
+
+    async def describe_segments(self, redis: Any) -> list[SegmentInfo]:
+        blob = await redis.get(self.keys.segments)
+        model = SegmentModel.from_bytes(blob, self.cfg.segments) if blob is not None else self.segments
+        return model.describe()
