@@ -208,7 +208,7 @@ class PortfolioTracker:
         writes: list[tuple[Period, str, str]] = []
         for it, plan in zip(items, plans):
             writes.extend(self._records(it, plan, old))
-        changed = await self._write(redis, writes, "r")
+        changed = await self.apply_records(redis, writes, "r")
         self.stats.updates += len(items)
         self.stats.records_written += len(writes)
         self.stats.records_changed += changed
@@ -301,7 +301,9 @@ class PortfolioTracker:
                     out[(p, cid)] = Contribution.decode(p, _s(v))
         return out
 
-    async def _write(self, redis: Any, writes: list[tuple[Period, str, str]], mode: str) -> int:
+    async def apply_records(self, redis: Any, writes: list[tuple[Period, str, str]], mode: str = "r") -> int:
+        """Replace (mode "r") or carry in (mode "n": only where absent) encoded records,
+        ``(period, customer id, record)``; returns how many changed."""
         if not writes:
             return 0
         if self._script is None:
@@ -359,7 +361,7 @@ class PortfolioTracker:
                 c = Contribution.decode(prev, _s(text))
                 if c.facts.a1:
                     writes.append((cur, _s(cid), carry(c, cur).encode(rmd)))
-            n += await self._write(redis, writes, "n")
+            n += await self.apply_records(redis, writes, "n")
             if cursor == 0:
                 return n
 
