@@ -13,11 +13,14 @@ stored records the batch needs), the records computed in Python (``contributions
 write round trip (``lua/portfolio_apply.lua``, which replaces each record and applies the
 delta to the sums atomically). A query reads one sums hash: O(1) in the number of customers.
 
-Which periods a customer's update writes: from the month before its scoring time (a late
-event, or the first scoring after a month ended, corrects the closed month) to the newest
-period the portfolio has reached (so a customer whose latest event is older still has its
-current records). A month before the scoring month keeps the score facts it had (the health
-at that month's end is not known any more); quarters are combined from their months.
+Which periods a customer's update writes: every month its state still holds completely (the
+longest window back from its newest event: with 90 days, the current and the two previous
+months), so a late event, or one consumed late because its topic lagged behind the others
+during a backlog, corrects the closed month it belongs to; up to the newest period the
+portfolio has reached (a customer whose latest event is older still has current records).
+A month before the scoring month keeps the score facts it had (the health at that month's
+end is not known any more); quarters are combined from their months. The stored records are
+read first (one pipelined HMGET per period), so only records that changed are written.
 
 When event time enters a new period (``rollover``), every customer active at the end of the
 previous period and not yet in the new one gets the carried-over record (set only where
@@ -40,7 +43,7 @@ from .cohorts import CohortRow, cohort_table
 from .contributions import FIELDS, Contribution, ScoreFacts, carry, combine, facts_from_state, signup_month
 from .kpis import Kpis, compute_kpis, split_groups
 from .lifecycle import StageInputs, stage_of
-from .periods import KINDS, Period, PeriodKind, month, month_of, of_kind
+from .periods import DAY_MS, KINDS, Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
 from .portfolio_config import PortfolioConfig
 from .scoring import HealthResult
 from .segments import SegmentInfo, SegmentModel, segment_features
@@ -92,6 +95,24 @@ class PortfolioStats:
     rollovers: int = 0
     carried: int = 0
     seconds: float = 0.0  # wall time spent in update() (reads, records, writes, rollovers)
+
+
+class Stored:
+    """A record as stored (text), decoded on first use."""
+
+    __slots__ = ("period", "text", "_rec")
+
+    def __init__(self, period: Period, text: str) -> None:
+        self.period, self.text, self._rec = period, text, None
+
+    @property
+    def contribution(self) -> Contribution:
+        if self._rec is None:
+            self._rec = Contribution.decode(self.period, self.text)
+        return self._rec
+
+
+_ABSENT = Stored(Period("month", 0), "")
 
 
 @dataclass
@@ -235,10 +256,18 @@ class PortfolioTracker:
         first = int(main.get("fs", lts))
         as_m = month_of(it.as_of_ms)
         floor_m = meta.floor.get("month")
-        lo = max(as_m - 1, month_of(first), floor_m if floor_m is not None else -(10**9))
+        # every month the state's day buckets still hold completely (the longest window back
+        # from the customer's newest event): a late event, or one consumed late because its
+        # topic lagged behind the others, lands in a month that is restated
+        horizon = lts // DAY_MS - self.settings.max_window_days + 1
+        covered = month_of_day(horizon)
+        if month_start_day(covered) < horizon:
+            covered += 1
+        lo = max(min(covered, as_m), month_of(first), floor_m if floor_m is not None else -(10**9))
         hi = max(month_of(lts), meta.rolled.get("month", as_m), as_m)
         months = range(lo, hi + 1) if lo <= hi else range(0)
-        reads = [month(m) for m in months if m < as_m]
+        # stored records: for the score facts of past months and to send only what changed
+        reads = [month(m) for m in months]
         quarters: list[Period] = []
         if "quarter" in self.cfg.periods and months:
             for qi in range(months[0] // 3, months[-1] // 3 + 1):
@@ -249,11 +278,12 @@ class PortfolioTracker:
                 if floor_m is not None and q.month_indices[0] < floor_m:
                     continue
                 quarters.append(q)
+                reads.append(q)
                 reads.extend(month(m) for m in q.month_indices if m < lo)
         return self._Plan(months, as_m, quarters, sorted(set(reads)))
 
     def _records(self, it: PortfolioItem, plan: "PortfolioTracker._Plan",
-                 old: dict[tuple[Period, str], Contribution]) -> list[tuple[Period, str, str]]:
+                 old: dict[tuple[Period, str], Stored]) -> list[tuple[Period, str, str]]:
         cid = it.customer_id
         a = it.assessment
         fresh = it.scores.get(plan.as_month) or ScoreFacts(
@@ -270,7 +300,7 @@ class PortfolioTracker:
             if p.index < plan.as_month and p.index not in it.scores:
                 prev = old.get((p, cid))
                 if prev is not None:
-                    score = prev.score
+                    score = prev.contribution.score
             rec = Contribution(p, facts[p], score, signup)
             out.append((p, cid, rec.encode(rmd)))
             if not rec.empty():
@@ -282,23 +312,24 @@ class PortfolioTracker:
                 if m in month_recs:
                     recs[m] = month_recs[m]
                 elif m not in plan.months and (month(m), cid) in old:
-                    recs[m] = old[(month(m), cid)]
+                    recs[m] = old[(month(m), cid)].contribution
             out.append((q, cid, combine(q, recs, min(q.month_indices[-1], hi)).encode(rmd)))
-        return out
+        # unchanged records need no write (the script would find them equal and do nothing)
+        return [(p, c, text) for p, c, text in out if text != old.get((p, c), _ABSENT).text]
 
     # --- Redis ------------------------------------------------------------------------------
-    async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Contribution]:
+    async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Stored]:
         if not need:
             return {}
         pipe = redis.pipeline(transaction=False)
         order = list(need.items())
         for p, cids in order:
             pipe.hmget(self.keys.contributions(p), cids)
-        out: dict[tuple[Period, str], Contribution] = {}
+        out: dict[tuple[Period, str], Stored] = {}
         for (p, cids), vals in zip(order, await pipe.execute()):
             for cid, v in zip(cids, vals):
                 if v:
-                    out[(p, cid)] = Contribution.decode(p, _s(v))
+                    out[(p, cid)] = Stored(p, _s(v))
         return out
 
     async def apply_records(self, redis: Any, writes: list[tuple[Period, str, str]], mode: str = "r") -> int:
