@@ -26,8 +26,8 @@ unless the latest such event is a cancellation.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping, NamedTuple
 
 from .periods import DAY_MS, Period, month_of
 from .state import RawCustomerState
@@ -73,8 +73,7 @@ COHORT_MONTHS = 12
 _BANDS = {"green": "g", "yellow": "y", "red": "r"}
 
 
-@dataclass(frozen=True)
-class EventFacts:
+class EventFacts(NamedTuple):
     """What the events say about one customer in one period (MRR in cents)."""
 
     a0: bool = False
@@ -95,9 +94,7 @@ class EventFacts:
         return not (self.a0 or self.a1 or self.started or self.up or self.dn or self.nps or self.csat or self.ad)
 
     def encode(self) -> str:
-        return ",".join(str(int(v)) for v in (
-            self.a0, self.a1, self.m0, self.m1, self.started, self.up, self.dn,
-            self.nps, self.pro, self.det, self.csat, self.sat, self.ad))
+        return ",".join(map(str, map(int, self)))
 
     @classmethod
     def decode(cls, text: str) -> "EventFacts":
@@ -105,8 +102,7 @@ class EventFacts:
         return cls(bool(v[0]), bool(v[1]), *v[2:13])
 
 
-@dataclass(frozen=True)
-class ScoreFacts:
+class ScoreFacts(NamedTuple):
     """The latest scoring of the customer in the period."""
 
     health10: int | None = None
@@ -132,7 +128,7 @@ class Contribution:
 
     period: Period
     facts: EventFacts
-    score: ScoreFacts = field(default_factory=ScoreFacts)
+    score: ScoreFacts = ScoreFacts()
     signup: int | None = None  # month index of the first `started`
 
     def empty(self) -> bool:
@@ -171,15 +167,20 @@ class Contribution:
             out.append(f"c{cohort_label(self.signup)}:{'.'.join(COHORT_FIELDS)}")
         return out
 
-    def encode(self, repeat_min_days: int = 4) -> str:
+    def tail(self) -> str:
+        """``facts|score,signup``: what the record is a function of (with the period and the
+        config), so two records with the same tail encode the same."""
+        signup = "" if self.signup is None else str(self.signup)
+        return f"{self.facts.encode()}|{self.score.encode()},{signup}"
+
+    def encode(self, repeat_min_days: int = 4, tail: str | None = None) -> str:
         """``groups|values|facts|score,signup``; '' for an empty record (the Lua script deletes it)."""
         if self.empty():
             return ""
         vals = list(self.values(repeat_min_days))
         while vals and vals[-1] == 0:  # trailing zeros cost bytes and carry nothing
             vals.pop()
-        signup = "" if self.signup is None else str(self.signup)
-        return f"{';'.join(self.groups())}|{','.join(map(str, vals))}|{self.facts.encode()}|{self.score.encode()},{signup}"
+        return f"{';'.join(self.groups())}|{','.join(map(str, vals))}|{tail or self.tail()}"
 
     @classmethod
     def decode(cls, period: Period, text: str) -> "Contribution":
@@ -262,26 +263,38 @@ class _Timeline:
         return self.mpts[self.mdays[i]][1] if i >= 0 else 0
 
 
-def timeline_of(raw: RawCustomerState) -> _Timeline:
+def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
+    """One pass over the customer's main hash: the subscription timeline and the survey
+    buckets (day, unparsed value)."""
     main = raw.main
     sub: dict[int, list[int]] = {}
     mpts: dict[int, tuple[int, int]] = {}
+    surveys: list[tuple[int, str]] = []
     for f, val in main.items():
         k = f[0]
-        if k == "b" and f[1:].isdigit():
-            sub[int(f[1:])] = _vec(val, 6)
-        elif k == "m" and f[1:].isdigit():
-            ts, cents = val.split(",")
-            mpts[int(f[1:])] = (int(ts), int(cents))
+        if k in "sbm" and f[1:].isdigit():
+            d = int(f[1:])
+            if k == "s":
+                surveys.append((d, val))
+            elif k == "b":
+                sub[d] = _vec(val, 6)
+            else:
+                ts, cents = val.split(",")
+                mpts[d] = (int(ts), int(cents))
 
     def opt(key: str) -> int | None:
         v = main.get(key)
         return int(v) if v is not None else None
 
-    return _Timeline(
+    tl = _Timeline(
         st=main.get("st"), sts=opt("sts"), mrr=opt("mrr") or 0, start=opt("start"), cts=opt("cts"),
         sub_days=sorted(sub), sub=sub, mdays=sorted(mpts), mpts=mpts,
     )
+    return tl, surveys
+
+
+def timeline_of(raw: RawCustomerState) -> _Timeline:
+    return _scan(raw)[0]
 
 
 def signup_month(raw: RawCustomerState) -> int | None:
@@ -296,13 +309,15 @@ def facts_from_state(raw: RawCustomerState, periods: Iterable[Period]) -> dict[P
     Exact for periods whose days are all still in the buckets (the longest window).
     """
     periods = list(periods)
-    tl = timeline_of(raw)
-    surveys: list[tuple[int, list[int]]] = []
-    for f, val in raw.main.items():
-        if f[0] == "s" and f[1:].isdigit():
-            surveys.append((int(f[1:]), _vec(val, 10)))
+    if not periods:
+        return {}
+    tl, survey_buckets = _scan(raw)
+    lo_all = min(p.start_day for p in periods)
+    hi_all = max(p.end_day for p in periods)
+    surveys = [(d, _vec(v, 10)) for d, v in survey_buckets if lo_all <= d < hi_all]
     # a day is active when any action count (after the duration) is non-zero
-    active_days = sorted(int(d) for d, v in raw.days.items() if v.partition(",")[2].strip("0,"))
+    active_days = sorted([d for ds, v in raw.days.items()
+                          if lo_all <= (d := int(ds)) < hi_all and v.partition(",")[2].strip("0,")])
     out: dict[Period, EventFacts] = {}
     for p in periods:
         lo, hi = p.start_day, p.end_day

@@ -45,15 +45,16 @@ def _ts(v: Any) -> int:
     return v if isinstance(v, int) else to_epoch_ms(parse_event_time(v))
 
 
-def _load(events: Iterable[dict[str, Any]]) -> tuple[dict[str, _Customer], int]:
+def _load(events: Iterable[dict[str, Any]], dedupe: bool = True) -> tuple[dict[str, _Customer], int]:
     customers: dict[str, _Customer] = defaultdict(_Customer)
     seen: set[tuple[str, str]] = set()
     newest = -(2**62)
     for seq, e in enumerate(events):
         cid, eid = e["customer_id"], e["event_id"]
-        if (cid, eid) in seen:  # a re-sent event is the same event
-            continue
-        seen.add((cid, eid))
+        if dedupe:
+            if (cid, eid) in seen:  # a re-sent event is the same event
+                continue
+            seen.add((cid, eid))
         ts = _ts(e["ts"])
         newest = max(newest, ts)
         c = customers[cid]
@@ -98,11 +99,13 @@ def _facts(c: _Customer, p: Period) -> EventFacts:
 
 def reference_sums(
     events: Iterable[dict[str, Any]], kinds: Iterable[PeriodKind] = KINDS, repeat_min_days: int = 4,
-    now_ms: int | None = None,
+    now_ms: int | None = None, dedupe: bool = True,
 ) -> dict[Period, dict[str, dict[str, int]]]:
     """Period -> group -> field -> sum, over every period from each customer's first event
-    to ``now_ms`` (default: the newest event). Groups: ``*`` and the cohort groups."""
-    customers, newest = _load(events)
+    to ``now_ms`` (default: the newest event). Groups: ``*`` and the cohort groups.
+    ``dedupe=False`` skips the event_id check (a history known to hold no re-sent events,
+    without the memory of every id)."""
+    customers, newest = _load(events, dedupe)
     now_m = month_of(now_ms if now_ms is not None else newest)
     out: dict[Period, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for c in customers.values():

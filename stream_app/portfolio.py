@@ -167,6 +167,7 @@ class PortfolioTracker:
         self._script: Any = None
         self._loaded = False
         self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     # --- per customer, in the scoring loop (no I/O) -----------------------------------------
     def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
@@ -233,7 +234,10 @@ class PortfolioTracker:
         self.stats.updates += len(items)
         self.stats.records_written += len(writes)
         self.stats.records_changed += changed
-        if self._since_checkpoint >= self.cfg.segments.checkpoint_every:
+        seg = self.cfg.segments
+        if self._since_checkpoint >= seg.checkpoint_every or (
+            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= seg.checkpoint_interval_s
+        ):
             await self.checkpoint(redis)
         self.stats.seconds += time.perf_counter() - t0
         return changed
@@ -241,6 +245,7 @@ class PortfolioTracker:
     async def checkpoint(self, redis: Any) -> None:
         await redis.set(self.keys.segments, self.segments.to_bytes())
         self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     # --- planning ---------------------------------------------------------------------------
     @dataclass
@@ -292,7 +297,6 @@ class PortfolioTracker:
         periods = [month(m) for m in plan.months]
         facts = facts_from_state(it.raw, periods)
         signup = signup_month(it.raw)
-        rmd = self.cfg.repeat_min_days
         out: list[tuple[Period, str, str]] = []
         month_recs: dict[int, Contribution] = {}
         for p in periods:
@@ -302,7 +306,7 @@ class PortfolioTracker:
                 if prev is not None:
                     score = prev.contribution.score
             rec = Contribution(p, facts[p], score, signup)
-            out.append((p, cid, rec.encode(rmd)))
+            out.append((p, cid, self._encode(rec, old.get((p, cid)))))
             if not rec.empty():
                 month_recs[p.index] = rec
         hi = plan.months[-1] if plan.months else plan.as_month
@@ -313,9 +317,19 @@ class PortfolioTracker:
                     recs[m] = month_recs[m]
                 elif m not in plan.months and (month(m), cid) in old:
                     recs[m] = old[(month(m), cid)].contribution
-            out.append((q, cid, combine(q, recs, min(q.month_indices[-1], hi)).encode(rmd)))
+            out.append((q, cid, self._encode(combine(q, recs, min(q.month_indices[-1], hi)), old.get((q, cid)))))
         # unchanged records need no write (the script would find them equal and do nothing)
         return [(p, c, text) for p, c, text in out if text != old.get((p, c), _ABSENT).text]
+
+    def _encode(self, rec: Contribution, stored: Stored | None) -> str:
+        """The record's text; the stored text when its facts and score are the same (most past
+        months at most updates), without recomputing the values."""
+        if rec.empty():
+            return ""
+        tail = rec.tail()
+        if stored is not None and stored.text.endswith(tail) and stored.text[-len(tail) - 1] == "|":
+            return stored.text
+        return rec.encode(self.cfg.repeat_min_days, tail)
 
     # --- Redis ------------------------------------------------------------------------------
     async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Stored]:
@@ -413,13 +427,16 @@ class PortfolioTracker:
 
     async def report(self, redis: Any, kind: PeriodKind = "month", count: int = 3,
                      segment: str | None = None, now_ms: int | None = None) -> list[Kpis]:
-        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment."""
+        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment;
+        periods before the portfolio's first data are left out."""
         now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
         if now_m is None:
             return []
         current = of_kind(kind, now_m)
         periods = [current.prev(i) for i in range(count - 1, -1, -1)]
         data = await self.sums(redis, periods)
+        while len(periods) > 1 and not data[periods[0]]:
+            periods.pop(0)
         group = segment or "*"
         wm = await redis.get(f"{self.settings.key_prefix}wm")
         now = int(wm) if wm is not None else current.start_ms

@@ -3,8 +3,9 @@
 Each refresh of a customer's score is one observation: its behaviour features (activity,
 active days, adoption breadth, users, support load, NPS, MRR, tenure), each mapped onto
 0..1 by a fixed range so that distances mean the same on the first observation as on the
-millionth (no learnt scaler that would move every centre). ``river.cluster.KMeans`` moves
-the winning centre toward the observation by ``halflife``; a segment is a centre, labelled
+millionth (no learnt scaler that would move every centre). The first ``k`` observations seed
+the centres; after that ``river.cluster.KMeans`` moves the winning centre toward each
+observation by ``halflife``. A segment is a centre, labelled
 ``seg<i>``. A segment is described by its strongest traits: the features on which its
 centre lies furthest from the running mean of all observations.
 
@@ -100,6 +101,7 @@ class SegmentConfig(BaseModel):
     seed: int = 42
     traits: int = Field(3, ge=1, le=len(FEATURES), description="traits shown per segment")
     checkpoint_every: int = Field(500, ge=1, description="observations between model checkpoints to Redis")
+    checkpoint_interval_s: float = Field(10.0, gt=0, description="... or this long, whichever comes first")
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict, description="segment label (seg0..) -> churn_risk alert threshold"
     )
@@ -173,7 +175,13 @@ class SegmentModel:
         """The segment of ``x``; with ``learn`` the model also learns from it."""
         if not learn:
             return label_of(self.km.predict_one(x))
-        i = self.km.learn_predict_one(x)
+        if self.n < self.cfg.k:
+            # the first k observations seed the centres (MacQueen): a centre drawn at random
+            # may never be the nearest to anyone and stay an empty segment for good
+            i = self.n
+            self.km.centers[i].update(x)
+        else:
+            i = self.km.learn_predict_one(x)
         self.counts[i] += 1
         self.n += 1
         for f, v in x.items():

@@ -97,11 +97,12 @@ def test_segments_separate_distinct_behaviour_and_are_described_by_traits() -> N
     m = SegmentModel(SegmentConfig(k=3, seed=1, halflife=0.1))
     for i in range(300):
         m.assign(point(0.9, 0.05 * (i % 2)))
+        m.assign(point(0.5, 0.05 * (i % 2)))
         m.assign(point(0.1, 0.05 * (i % 2)))
-    busy, idle = m.assign(point(0.9), learn=False), m.assign(point(0.1), learn=False)
-    assert busy != idle
+    busy, mid, idle = (m.assign(point(v), learn=False) for v in (0.9, 0.5, 0.1))
+    assert len({busy, mid, idle}) == 3
     info = {s.segment: s for s in m.describe()}
-    assert info[busy].observations >= 250 and info[idle].observations >= 250
+    assert info[busy].observations == info[mid].observations == info[idle].observations == 300
     assert all(t.text.startswith("high ") for t in info[busy].traits)
     assert all(t.text.startswith("low ") for t in info[idle].traits)
     assert len(info[busy].traits) == 3
