@@ -184,6 +184,21 @@ def ing_scorecard(settings: Settings) -> Any:
     return Scorecard(settings.scorecard())
 
 
+async def portfolio_memory(settings: Settings, client: aioredis.Redis, customers: int) -> dict[str, Any]:
+    """Redis MEMORY USAGE of the portfolio's keys (records, sums, meta, segments)."""
+    records = sums = 0
+    n_keys = 0
+    async for key in client.scan_iter(match=f"{settings.key_prefix}pf:*", count=1000):
+        used = int(await client.memory_usage(key, samples=0) or 0)
+        n_keys += 1
+        if key.endswith(b":c"):
+            records += used
+        else:
+            sums += used
+    return {"keys": n_keys, "records_bytes": records, "sums_meta_segments_bytes": sums,
+            "bytes_per_customer": round((records + sums) / max(1, customers))}
+
+
 async def kpi_tables(settings: Settings, client: aioredis.Redis) -> dict[str, Any]:
     t = PortfolioTracker(settings)
     months = await t.report(client, "month", 12)
@@ -273,6 +288,7 @@ def main() -> int:
             print(f"streaming {args.customers} customers x {args.days} days ...", file=sys.stderr, flush=True)
             result["pipeline"] = await stream(args, settings, client)
             result["kpis"] = await kpi_tables(settings, client)
+            result["memory"] = await portfolio_memory(settings, client, args.customers)
             result["micro"] = await micro(args, settings, client)
             if args.verify:
                 result["verify"] = await verify(args, settings, client)
