@@ -30,6 +30,7 @@ absent, so it is idempotent and never overwrites a real update). Records older t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,7 @@ class PortfolioKeys:
     def __init__(self, prefix: str) -> None:
         self.base = f"{prefix}pf:{{pf}}"
         self.meta = f"{self.base}:meta"
+        self.versions = f"{self.base}:ver"
         self.segments = f"{self.base}:seg"
 
     def contributions(self, p: Period) -> str:
@@ -168,6 +170,9 @@ class PortfolioTracker:
         self._loaded = False
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        # a worker's agents refresh concurrently: one update at a time, so that each update's
+        # read of the stored records (which decides what to write) sees the previous one's writes
+        self._lock = asyncio.Lock()
 
     # --- per customer, in the scoring loop (no I/O) -----------------------------------------
     def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
@@ -216,6 +221,10 @@ class PortfolioTracker:
         """
         if not items:
             return 0
+        async with self._lock:
+            return await self._update(redis, items, now_ms)
+
+    async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None) -> int:
         t0 = time.perf_counter()
         now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
         meta = await read_meta(redis, self.keys)
@@ -227,12 +236,15 @@ class PortfolioTracker:
             for p in plan.reads:
                 need.setdefault(p, []).append(it.customer_id)
         old = await self._read(redis, need)
-        writes: list[tuple[Period, str, str]] = []
+        writes: list[tuple[Any, ...]] = []
         for it, plan in zip(items, plans):
-            writes.extend(self._records(it, plan, old))
+            version = int(it.raw.main.get("n", "0"))
+            # the version first: it rejects this update if a newer state was written meanwhile
+            writes.append((None, it.customer_id, "", version))
+            writes.extend((p, c, text, version) for p, c, text in self._records(it, plan, old))
         changed = await self.apply_records(redis, writes, "r")
         self.stats.updates += len(items)
-        self.stats.records_written += len(writes)
+        self.stats.records_written += len(writes) - len(items)
         self.stats.records_changed += changed
         seg = self.cfg.segments
         if self._since_checkpoint >= seg.checkpoint_every or (
@@ -346,9 +358,10 @@ class PortfolioTracker:
                     out[(p, cid)] = Stored(p, _s(v))
         return out
 
-    async def apply_records(self, redis: Any, writes: list[tuple[Period, str, str]], mode: str = "r") -> int:
+    async def apply_records(self, redis: Any, writes: Sequence[tuple[Any, ...]], mode: str = "r") -> int:
         """Replace (mode "r") or carry in (mode "n": only where absent) encoded records,
-        ``(period, customer id, record)``; returns how many changed."""
+        ``(period, customer id, record[, version])``; a ``None`` period only records the
+        version. Returns how many records changed."""
         if not writes:
             return 0
         if self._script is None:
@@ -357,13 +370,18 @@ class PortfolioTracker:
         for i in range(0, len(writes), _CHUNK):
             chunk = writes[i : i + _CHUNK]
             pairs: dict[Period, int] = {}
-            keys = [self.keys.meta]
+            keys = [self.keys.meta, self.keys.versions]
             items = []
-            for p, cid, rec in chunk:
+            for w in chunk:
+                p, cid, rec = w[0], w[1], w[2]
+                version = w[3] if len(w) > 3 else False
+                if p is None:
+                    items.append([0, "", "", cid, "", version])
+                    continue
                 if p not in pairs:
                     pairs[p] = len(pairs) + 1
                     keys += [self.keys.contributions(p), self.keys.sums(p)]
-                items.append([pairs[p], p.kind, p.label, cid, rec])
+                items.append([pairs[p], p.kind, p.label, cid, rec, version])
             await self._script(keys=keys, args=[_FIELD_NAMES, mode, orjson.dumps(items)], client=pipe)
         return sum(int(n) for n in await pipe.execute())
 

@@ -95,6 +95,13 @@ async def test_replacing_a_contribution_is_idempotent(settings: Settings, redis_
     assert now["*"] == {"a0": 1, "a1": 1, "m0": 100, "m1": 150, "rm": 150, "gm": 100, "xm": 50, "xc": 1, "up": 1,
                         "sc": 1, "hs": 700, "g": 1, "s_established": 1}
     assert "seg1" not in now  # sums that return to 0 are removed
+    # versions: a record computed from an older state of the customer never replaces a newer one
+    assert await t.apply_records(redis_client, [(MAR, "v", rec(MAR, True, True, 7, 7), 7)]) == 1
+    assert await t.apply_records(redis_client, [(MAR, "v", rec(MAR, True, True, 6, 6), 6)]) == 0
+    assert await t.apply_records(redis_client, [(None, "v", "", 8), (MAR, "v", rec(MAR, True, True, 7, 7), 7)]) == 0
+    assert (await all_sums(t, redis_client, [MAR]))[MAR]["*"]["m1"] == 150 + 7
+    assert await t.apply_records(redis_client, [(MAR, "v", rec(MAR, True, True, 9, 9), 8)]) == 1  # same version: a re-score
+    assert (await all_sums(t, redis_client, [MAR]))[MAR]["*"]["m1"] == 150 + 9
     # a period below the floor is closed: its contributions are gone, writing would double count
     await redis_client.hset(t.keys.meta, "floor:month", MAR.label)
     assert await t.apply_records(redis_client, [(FEB, "c", rec(FEB, True, True, 5, 5))]) == 0
@@ -277,3 +284,21 @@ async def test_status_at_month_end_from_day_buckets_matches_the_events(h: Harnes
 
 
 HOUR = timedelta(hours=1)
+
+
+async def test_an_older_state_never_overwrites_a_newer_one(h: Harness, redis_client: Any) -> None:
+    """Two refreshes of one customer run concurrently (a worker's agents share the scorer):
+    the one that read the state before the other's events finishes last, and is ignored."""
+    await h.feed([ev("subscriptions", "s0", T0, status="started", mrr=100)])
+    stale = await h.store.read("acme")
+    await h.feed([ev("subscriptions", "s1", T0 + DAY, status="upgraded", mrr=300)])
+    t = tracker_of(h)
+    newer = await all_sums(t, redis_client, [JAN])
+    assert newer[JAN]["*"]["m1"] == 30000
+    from stream_app.aggregates import compute_aggregates
+
+    as_of = int(stale.main["lts"])
+    agg = compute_aggregates(stale, as_of, h.settings.windows_days)
+    health = h.ingestor.scorer.scorecard.score(agg)
+    await t.update(redis_client, [t.item("acme", as_of, stale, health, t.assess(agg, health, 0.01))])
+    assert await all_sums(t, redis_client, [JAN]) == newer

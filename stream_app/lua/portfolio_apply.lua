@@ -14,20 +14,44 @@ Record text (built by stream_app/contributions.py):
   values: ','-separated integers, positional over ARGV[1]'s field names (missing = 0)
   ''     = no record (delete)
 
-KEYS: 1 meta hash (floor:<kind> = oldest period label still writable);
+Versions: a record is computed from the customer's state, and two refreshes of one customer
+may run concurrently (several agents in a worker, or a worker being replaced): the one that
+read the older state must not overwrite the newer. Each write carries the customer's count of
+applied events (monotone); a write older than the customer's stored version is skipped.
+
+KEYS: 1 meta hash (floor:<kind> = oldest period label still writable)
+      2 versions hash (customer id -> newest version written)
       then (contributions hash, sums hash) for each period the call touches
 ARGV: 1 field names, comma-separated
       2 mode: 'r' replace; 'n' write only where the customer has no record (carry-over)
-      3 JSON array of [pair number (1-based), period kind, period label, customer id, record]
+      3 JSON array of [pair number (1-based; 0 = only the version), period kind, period label,
+        customer id, record, version or false]
 Returns the number of records changed.
 ]]
 
-local META = KEYS[1]
+local META, V = KEYS[1], KEYS[2]
 local names = {}
 for n in string.gmatch(ARGV[1], '[^,]+') do names[#names + 1] = n end
 local index = nil
 local mode = ARGV[2]
 local items = cjson.decode(ARGV[3])
+
+local versions = {}
+-- false if a newer state of this customer was already written; records the version otherwise
+local function current(cid, ver)
+  if not ver then return true end
+  local cur = versions[cid]
+  if cur == nil then
+    cur = tonumber(redis.call('HGET', V, cid) or '-1')
+    versions[cid] = cur
+  end
+  if ver < cur then return false end
+  if ver > cur then
+    redis.call('HSET', V, cid, ver)
+    versions[cid] = ver
+  end
+  return true
+end
 
 local floors = {}
 local function floor_of(kind)
@@ -71,12 +95,12 @@ end
 
 local changed = 0
 for _, it in ipairs(items) do
-  local pair, kind, label, cid, rec = it[1], it[2], it[3], it[4], it[5]
-  local fl = floor_of(kind)
+  local pair, kind, label, cid, rec, ver = it[1], it[2], it[3], it[4], it[5], it[6]
+  local fl = pair > 0 and floor_of(kind)
   -- a period below the floor has had its contributions dropped: writing there would count
   -- the customer again, so it is closed
-  if not (fl and label < fl) then
-    local C, S = KEYS[2 * pair], KEYS[2 * pair + 1]
+  if current(cid, ver) and pair > 0 and not (fl and label < fl) then
+    local C, S = KEYS[2 * pair + 1], KEYS[2 * pair + 2]
     local old = redis.call('HGET', C, cid)
     if not (mode == 'n' and old) and (old or '') ~= rec then
       local delta = {}
