@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -302,6 +303,8 @@ def main() -> int:
                 print(f"keys kept under {prefix}", file=sys.stderr)
             await client.aclose()
 
+    # SIGTERM (kill) cleans up like Ctrl-C: the run's keys are deleted in its finally
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     result = asyncio.run(run())
     print(json.dumps({k: v for k, v in result.items() if k != "kpis"}, indent=2))
     print("\nmonths (* = so far)\n" + markdown(result["kpis"]["months"]))
