@@ -42,17 +42,20 @@ from stream_app.ingest import Ingestor, Record  # noqa: E402
 from stream_app.kpi_batch import EVENT_FIELDS, reference_sums  # noqa: E402
 from stream_app.periods import month_of  # noqa: E402
 from stream_app.portfolio import PortfolioTracker  # noqa: E402
-from stream_app.scorer import Learner, ModelHolder  # noqa: E402
+from stream_app.scorer import ModelHolder  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.simulator import SimConfig, Simulator  # noqa: E402
 from stream_app.state import StateStore  # noqa: E402
 
 
-class LocalOutputs:
-    """Counts what the pipeline publishes; examples go to an in-process learner."""
+#: set by SIGTERM/SIGINT: the stream stops at the next batch and the run's keys are deleted
+STOP = False
 
-    def __init__(self, learner: Learner) -> None:
-        self.learner = learner
+
+class LocalOutputs:
+    """Counts what the pipeline publishes (the ingestor's inline learner learns the labels)."""
+
+    def __init__(self) -> None:
         self.counts = {"alerts": 0, "scores": 0, "dead_letters": 0, "examples": 0}
 
     async def dead_letters(self, letters: list[Any]) -> None:
@@ -66,7 +69,6 @@ class LocalOutputs:
 
     async def examples(self, examples: list[dict[str, Any]]) -> None:
         self.counts["examples"] += len(examples)
-        await self.learner.learn(examples)
 
 
 def sim_of(args: argparse.Namespace) -> Simulator:
@@ -76,9 +78,8 @@ def sim_of(args: argparse.Namespace) -> Simulator:
 
 async def stream(args: argparse.Namespace, settings: Settings, client: aioredis.Redis) -> dict[str, Any]:
     store = StateStore(client, settings)
-    learner = Learner(client, settings)
-    out = LocalOutputs(learner)
-    ing = Ingestor(store, settings, out, clock=lambda: 4_000_000_000.0, model=ModelHolder(settings))
+    out = LocalOutputs()
+    ing = Ingestor(store, settings, out, clock=lambda: 4_000_000_000.0)
     offsets: dict[str, int] = {}
     batch: list[Record] = []
     n = 0
@@ -92,14 +93,15 @@ async def stream(args: argparse.Namespace, settings: Settings, client: aioredis.
         if len(batch) >= args.batch:
             await ing.handle(batch)
             batch = []
+            if STOP:
+                raise KeyboardInterrupt
             if time.perf_counter() - last_report > 30:
                 last_report = time.perf_counter()
                 print(f"  {n:,} events, {n / (last_report - t0):,.0f}/s, simulated day {e.event['ts'][:10]}",
                       file=sys.stderr, flush=True)
     if batch:
         await ing.handle(batch)
-    await learner.checkpoint()
-    await ing.scorer.portfolio.checkpoint(client)  # the segments' final state, for the read side
+    await ing.pump()
     wall = time.perf_counter() - t0
     pf = ing.scorer.portfolio.stats
     return {
@@ -110,7 +112,7 @@ async def stream(args: argparse.Namespace, settings: Settings, client: aioredis.
         "portfolio_share_of_wall": round(pf.seconds / wall, 3),
         "records_written": pf.records_written, "rollovers": pf.rollovers, "carried": pf.carried,
         "outputs": out.counts, "scored": ing.scorer.stats.scored,
-        "model": (learner.model.summary() if learner.model else {}).get("serving"),
+        "model": (ing.learner.model.summary() if ing.learner and ing.learner.model else {}).get("serving"),
     }
 
 
@@ -123,7 +125,6 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
     tracker = PortfolioTracker(settings.model_copy(update={"key_prefix": settings.key_prefix + "micro:"}))
     scorecard = ing_scorecard(settings)
     model = ModelHolder(settings)
-    await model.refresh(client, 0)
     prepared = []
     for raw in raws:
         now_ms = min(int(raw.main["lts"]), wm or int(raw.main["lts"]))
@@ -131,7 +132,8 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
         health = scorecard.score(agg)
         from stream_app.model import features_from
 
-        p, _ = model.model.predict_one(features_from(health.signals, health.score))
+        served = await model.for_day(client, now_ms // 86_400_000)
+        p, _ = served.predict_one(features_from(health.signals, health.score))
         prepared.append((raw, now_ms, agg, health, p))
     # the update writes only changed records: run each batch once to warm (first write), then
     # alternately time an update where the health moved by a point (the current period's
@@ -303,9 +305,18 @@ def main() -> int:
                 print(f"keys kept under {prefix}", file=sys.stderr)
             await client.aclose()
 
-    # SIGTERM (kill) cleans up like Ctrl-C: the run's keys are deleted in its finally
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    result = asyncio.run(run())
+    def stop(*_: Any) -> None:
+        global STOP
+        STOP = True
+
+    # SIGTERM / Ctrl-C: stop at the next batch; the run's keys are deleted in its finally
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        result = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("stopped; keys deleted", file=sys.stderr)
+        return 130
     print(json.dumps({k: v for k, v in result.items() if k != "kpis"}, indent=2))
     print("\nmonths (* = so far)\n" + markdown(result["kpis"]["months"]))
     print("\nquarters\n" + markdown(result["kpis"]["quarters"]))

@@ -112,9 +112,9 @@ class ScoreSnapshot(BaseModel):
         As in :class:`Alert`.
     components
         Component name -> its 0..100 sub-score.
-    lifecycle_stage, segment
-        Optional (additive extension): the customer's lifecycle stage and behavioural
-        segment at this snapshot; a stage change publishes a snapshot.
+    lifecycle_stage
+        Optional (additive extension): the customer's lifecycle stage at this snapshot; a
+        stage change publishes a snapshot.
 
     Examples
     --------
@@ -139,7 +139,6 @@ class ScoreSnapshot(BaseModel):
     model_version: NonEmpty
     components: dict[str, Score100] = Field(default_factory=dict)
     lifecycle_stage: Literal["onboarding", "adopting", "established", "loyal", "at_risk", "churned"] | None = None
-    segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 def _dead_letter_id(topic: Any, partition: Any, offset: Any) -> str:

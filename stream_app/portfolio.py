@@ -6,7 +6,10 @@ Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Clu
                                               floor:<kind> (oldest period still writable)
     {prefix}pf:{pf}:<m|q>:<label>:c    hash  customer id -> its record in that period
     {prefix}pf:{pf}:<m|q>:<label>:s    hash  "<group>:<field>" -> sum over the records
-    {prefix}pf:{pf}:seg                string segmentation model checkpoint (JSON)
+    {prefix}pf:{pf}:obs:<day>          hash  customer id -> its first scoring's behaviour that day
+    {prefix}pf:{pf}:seg:blob:<day>     string segmentation model through that day (JSON);
+    {prefix}pf:{pf}:seg:days           zset   the days checkpointed (see ``segment_days``)
+    {prefix}pf:{pf}:ver                hash  customer id -> newest state version written
 
 Per batch of scored customers (``PortfolioTracker.update``): one read round trip (meta and the
 stored records the batch needs), the records computed in Python (``contributions``), one
@@ -47,7 +50,8 @@ from .lifecycle import StageInputs, stage_of
 from .periods import DAY_MS, KINDS, Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
 from .portfolio_config import PortfolioConfig
 from .scoring import HealthResult
-from .segments import SegmentInfo, SegmentModel, segment_features
+from .segment_days import DailySegments
+from .segments import SegmentInfo, segment_features
 from .settings import Settings
 from .state import RawCustomerState
 
@@ -64,21 +68,28 @@ def _s(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Assessment:
-    """A customer's lifecycle stage and segment at one scoring."""
+    """What one scoring says about the customer's place in the portfolio: its lifecycle
+    stage, whether it is at risk, and its behaviour features (for the segmentation)."""
 
     stage: str
-    segment: str | None
     risky: bool
+    features: dict[str, float]
+    learn: bool  # an active customer: its behaviour teaches the segmentation
 
     def snapshot_fields(self) -> dict[str, Any]:
         """The optional ``cs.scores`` fields."""
-        return {"lifecycle_stage": self.stage, "segment": self.segment}
+        return {"lifecycle_stage": self.stage}
+
+
+#: one scoring's segmentation input: (order time, customer id, month, features, learn)
+Observation = tuple[int, str, int, dict[str, float], bool]
 
 
 @dataclass(frozen=True)
 class PortfolioItem:
     """One scored customer, as the portfolio needs it: its state after its latest scored
-    event, and the score facts of its latest scoring in each month (``collect``)."""
+    event, the score facts of its latest scoring in each month, and every scoring's
+    segmentation input (``collect`` merges a batch's scorings of one customer)."""
 
     customer_id: str
     as_of_ms: int
@@ -86,6 +97,7 @@ class PortfolioItem:
     health: HealthResult
     assessment: Assessment
     scores: dict[int, ScoreFacts] = field(default_factory=dict)
+    observations: tuple[Observation, ...] = ()
 
 
 @dataclass
@@ -127,7 +139,6 @@ class PortfolioKeys:
         self.base = f"{prefix}pf:{{pf}}"
         self.meta = f"{self.base}:meta"
         self.versions = f"{self.base}:ver"
-        self.segments = f"{self.base}:seg"
 
     def contributions(self, p: Period) -> str:
         return f"{self.base}:{p.kind[0]}:{p.label}:c"
@@ -163,56 +174,66 @@ class PortfolioTracker:
         self.cfg = config or settings.portfolio()
         self.keys = PortfolioKeys(settings.key_prefix)
         self.risk_threshold = self.cfg.risk_threshold or settings.risk_alert_threshold
-        self.segments = SegmentModel(self.cfg.segments)
+        self.segments = DailySegments(settings.key_prefix, self.keys.base, self.cfg.segments, settings.model_lag_days)
         self.stats = PortfolioStats()
         self._script_src = resources.files("stream_app").joinpath("lua/portfolio_apply.lua").read_text()
         self._script: Any = None
-        self._loaded = False
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
         # a worker's agents refresh concurrently: one update at a time, so that each update's
         # read of the stored records (which decides what to write) sees the previous one's writes
         self._lock = asyncio.Lock()
 
     # --- per customer, in the scoring loop (no I/O) -----------------------------------------
     def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
-        """Stage (config rules) and segment (the model learns from active customers)."""
-        active = agg.subscription_status != "cancelled"
+        """Stage (config rules: a pure function) and the segmentation input (pure too: the
+        segment itself is assigned in ``update``, in event-time order)."""
         stage = stage_of(StageInputs(
             status=agg.subscription_status, tenure_days=agg.tenure_days, health=health.score, band=health.band,
             engagement=health.components.get("engagement"), churn_probability=churn_p,
         ), self.cfg.lifecycle)
-        segment = self.segments.assign(segment_features(agg), learn=active)
-        if active:
-            self._since_checkpoint += 1
-        return Assessment(stage, segment, health.band == "red" or churn_p >= self.risk_threshold)
+        return Assessment(stage, health.band == "red" or churn_p >= self.risk_threshold,
+                          segment_features(agg), agg.subscription_status != "cancelled")
 
     def item(self, customer_id: str, as_of_ms: int, raw: RawCustomerState, health: HealthResult,
              assessment: Assessment) -> PortfolioItem:
+        """One scoring as of event time ``as_of_ms`` (the scored event's order time)."""
+        m = month_of(as_of_ms)
         score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
-                           stage=assessment.stage, segment=assessment.segment)
-        return PortfolioItem(customer_id, as_of_ms, raw, health, assessment, {month_of(as_of_ms): score})
+                           stage=assessment.stage)
+        obs = (as_of_ms, customer_id, m, assessment.features, assessment.learn)
+        return PortfolioItem(customer_id, as_of_ms, raw, health, assessment, {m: score}, (obs,))
 
     @staticmethod
     def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
         """Add a customer's scoring to ``acc`` (scorings of one batch, in event order): one
-        update per customer with its latest state, keeping each month's latest score facts."""
+        update per customer with its latest state, keeping each month's latest score facts
+        and every scoring's segmentation input."""
         if item is None:
             return
         prev = acc.get(item.customer_id)
         if prev is not None:
-            item = replace(item, scores={**prev.scores, **item.scores})
+            item = replace(item, scores={**prev.scores, **item.scores},
+                           observations=prev.observations + item.observations)
         acc[item.customer_id] = item
+
+    async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem]) -> list[PortfolioItem]:
+        """Store the scorings' segmentation inputs, learn the days now complete, and give each
+        month's record the segment of its latest scoring, assigned by the model pinned to that
+        scoring's day (``segment_days``): the same however the input was batched."""
+        obs = [o for it in items for o in it.observations]
+        await self.segments.observe(redis, ((k, cid, f) for k, cid, _, f, learn in obs if learn))
+        await self.segments.advance(redis)
+        latest: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
+        for k, cid, m, features, _ in obs:
+            if (cid, m) not in latest or k >= latest[(cid, m)][0]:
+                latest[(cid, m)] = (k, features)
+        seg = {key: self.segments.model_for(k // DAY_MS).assign(f, learn=False) for key, (k, f) in latest.items()}
+        return [replace(it, scores={m: sf._replace(segment=seg.get((it.customer_id, m), sf.segment))
+                                    for m, sf in it.scores.items()}) for it in items]
 
     # --- per batch ------------------------------------------------------------------------------
     async def prepare(self, redis: Any) -> None:
-        """Load the segmentation checkpoint once (a restarted worker resumes its segments)."""
-        if self._loaded:
-            return
-        blob = await redis.get(self.keys.segments)
-        if blob is not None:
-            self.segments = SegmentModel.from_bytes(blob, self.cfg.segments)
-        self._loaded = True
+        """Before a batch: learn the segmentation days completed since (cheap when none)."""
+        await self.segments.advance(redis)
 
     async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None) -> int:
         """Write the scored customers' records; ``now_ms`` is the event-time watermark.
@@ -226,6 +247,7 @@ class PortfolioTracker:
 
     async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None) -> int:
         t0 = time.perf_counter()
+        items = await self.assign_segments(redis, items)
         now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
         meta = await read_meta(redis, self.keys)
         if meta.rolled.get("month") is None or now_m > meta.rolled["month"]:
@@ -246,18 +268,8 @@ class PortfolioTracker:
         self.stats.updates += len(items)
         self.stats.records_written += len(writes) - len(items)
         self.stats.records_changed += changed
-        seg = self.cfg.segments
-        if self._since_checkpoint >= seg.checkpoint_every or (
-            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= seg.checkpoint_interval_s
-        ):
-            await self.checkpoint(redis)
         self.stats.seconds += time.perf_counter() - t0
         return changed
-
-    async def checkpoint(self, redis: Any) -> None:
-        await redis.set(self.keys.segments, self.segments.to_bytes())
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
 
     # --- planning ---------------------------------------------------------------------------
     @dataclass
@@ -304,8 +316,7 @@ class PortfolioTracker:
         cid = it.customer_id
         a = it.assessment
         fresh = it.scores.get(plan.as_month) or ScoreFacts(
-            health10=int(round(it.health.score * 10)), band=it.health.band, risky=a.risky, stage=a.stage,
-            segment=a.segment)
+            health10=int(round(it.health.score * 10)), band=it.health.band, risky=a.risky, stage=a.stage)
         periods = [month(m) for m in plan.months]
         facts = facts_from_state(it.raw, periods)
         signup = signup_month(it.raw)
@@ -485,6 +496,5 @@ class PortfolioTracker:
         return cohort_table({p.index: g for p, g in data.items()}, now_m)
 
     async def describe_segments(self, redis: Any) -> list[SegmentInfo]:
-        blob = await redis.get(self.keys.segments)
-        model = SegmentModel.from_bytes(blob, self.cfg.segments) if blob is not None else self.segments
-        return model.describe()
+        """The newest segmentation checkpoint's segments and traits."""
+        return (await self.segments.latest(redis)).describe()

@@ -100,8 +100,6 @@ class SegmentConfig(BaseModel):
     halflife: float = Field(0.05, gt=0, le=1, description="how far a centre moves toward each observation")
     seed: int = 42
     traits: int = Field(3, ge=1, le=len(FEATURES), description="traits shown per segment")
-    checkpoint_every: int = Field(500, ge=1, description="observations between model checkpoints to Redis")
-    checkpoint_interval_s: float = Field(10.0, gt=0, description="... or this long, whichever comes first")
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict, description="segment label (seg0..) -> churn_risk alert threshold"
     )
