@@ -65,6 +65,8 @@ class DailySegments:
         self._snapshots: dict[int, SegmentModel] = {}
         self._origin: int | None = None
         self._untrained: SegmentModel | None = None
+        #: (day, customer) observations this process stored already (HSETNX would keep the first anyway)
+        self._stored: dict[int, set[str]] = {}
 
     def k_obs(self, day: int) -> str:
         return f"{self.base}:obs:{day}"
@@ -78,6 +80,8 @@ class DailySegments:
         first: dict[tuple[int, str], tuple[int, dict[str, float]]] = {}
         for k, cid, features in observations:
             key = (k // DAY_MS, cid)
+            if cid in self._stored.get(key[0], ()):
+                continue
             if key not in first or k < first[key][0]:
                 first[key] = (k, features)
         if not first:
@@ -86,6 +90,10 @@ class DailySegments:
         for (day, cid), (k, features) in first.items():
             pipe.hsetnx(self.k_obs(day), cid, encode_observation(k, features))
         await pipe.execute()
+        for day, cid in first:
+            self._stored.setdefault(day, set()).add(cid)
+        while len(self._stored) > 3:  # days still being scored
+            self._stored.pop(min(self._stored))
 
     async def advance(self, redis: Any, max_days: int = 400) -> int:
         """Learn every complete day not learnt yet; returns how many days."""
