@@ -18,7 +18,7 @@ the current month's cell is as of now (``partial``).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 

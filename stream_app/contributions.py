@@ -26,8 +26,9 @@ unless the latest such event is a cancellation.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from .periods import DAY_MS, Period, month_of
 from .state import RawCustomerState
@@ -97,7 +98,7 @@ class EventFacts(NamedTuple):
         return ",".join(map(str, map(int, self)))
 
     @classmethod
-    def decode(cls, text: str) -> "EventFacts":
+    def decode(cls, text: str) -> EventFacts:
         v = [int(x) for x in text.split(",")]
         return cls(bool(v[0]), bool(v[1]), *v[2:13])
 
@@ -117,7 +118,7 @@ class ScoreFacts(NamedTuple):
             "1" if self.risky else "0", self.stage or "", self.segment or ""))
 
     @classmethod
-    def decode(cls, text: str) -> "ScoreFacts":
+    def decode(cls, text: str) -> ScoreFacts:
         h, band, risky, stage, seg = text.split(",")
         return cls(int(h) if h else None, band or None, risky == "1", stage or None, seg or None)
 
@@ -183,7 +184,7 @@ class Contribution:
         return f"{';'.join(self.groups())}|{','.join(map(str, vals))}|{tail or self.tail()}"
 
     @classmethod
-    def decode(cls, period: Period, text: str) -> "Contribution":
+    def decode(cls, period: Period, text: str) -> Contribution:
         _, _, facts, score = text.split("|")
         *score_parts, signup = score.split(",")
         return cls(period, EventFacts.decode(facts), ScoreFacts.decode(",".join(score_parts)),

@@ -38,7 +38,7 @@ Definitions (period = a calendar month or quarter, event time):
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 

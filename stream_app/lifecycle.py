@@ -39,7 +39,7 @@ class Range(BaseModel):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
         if self.min is not None and self.max is not None and not self.min < self.max:
@@ -67,7 +67,7 @@ class StageRule(BaseModel):
     engagement: Range | None = None
     churn_probability: Range | None = None
 
-    def matches(self, x: "StageInputs") -> bool:
+    def matches(self, x: StageInputs) -> bool:
         if self.status is not None and x.status not in self.status:
             return False
         if self.band is not None and x.band not in self.band:
@@ -108,7 +108,7 @@ class LifecycleConfig(BaseModel):
     default: Stage = "established"
 
     @model_validator(mode="after")
-    def _no_dead_rules(self) -> "LifecycleConfig":
+    def _no_dead_rules(self) -> LifecycleConfig:
         for i, rule in enumerate(self.rules):
             conds = rule.model_dump(exclude={"stage"}, exclude_none=True)
             if not conds and i < len(self.rules) - 1:

@@ -94,10 +94,10 @@ class Period:
             return f"{1970 + self.index // 12:04d}-{self.index % 12 + 1:02d}"
         return f"{1970 + self.index // 4:04d}Q{self.index % 4 + 1}"
 
-    def next(self, n: int = 1) -> "Period":
+    def next(self, n: int = 1) -> Period:
         return Period(self.kind, self.index + n)
 
-    def prev(self, n: int = 1) -> "Period":
+    def prev(self, n: int = 1) -> Period:
         return Period(self.kind, self.index - n)
 
     def contains_month(self, m: int) -> bool:

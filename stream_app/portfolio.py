@@ -36,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -113,7 +114,7 @@ class PortfolioStats:
 class Stored:
     """A record as stored (text), decoded on first use."""
 
-    __slots__ = ("period", "text", "_rec")
+    __slots__ = ("_rec", "period", "text")
 
     def __init__(self, period: Period, text: str) -> None:
         self.period, self.text, self._rec = period, text, None
@@ -279,7 +280,7 @@ class PortfolioTracker:
         quarters: list[Period]
         reads: list[Period]
 
-    def _plan(self, it: PortfolioItem, meta: Meta) -> "PortfolioTracker._Plan":
+    def _plan(self, it: PortfolioItem, meta: Meta) -> PortfolioTracker._Plan:
         main = it.raw.main
         lts = int(main.get("lts", it.as_of_ms))
         first = int(main.get("fs", lts))
@@ -311,7 +312,7 @@ class PortfolioTracker:
                 reads.extend(month(m) for m in q.month_indices if m < lo)
         return self._Plan(months, as_m, quarters, sorted(set(reads)))
 
-    def _records(self, it: PortfolioItem, plan: "PortfolioTracker._Plan",
+    def _records(self, it: PortfolioItem, plan: PortfolioTracker._Plan,
                  old: dict[tuple[Period, str], Stored]) -> list[tuple[Period, str, str]]:
         cid = it.customer_id
         a = it.assessment

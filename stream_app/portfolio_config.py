@@ -61,7 +61,7 @@ class PortfolioConfig(BaseModel):
         return sorted(set(v), key=["month", "quarter"].index)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, data: dict[str, Any] | None) -> "PortfolioConfig":
+    def load(cls, data: dict[str, Any] | None) -> PortfolioConfig:
         """Validate a mapping; raise :class:`PortfolioConfigError` naming each bad field."""
         try:
             return cls.model_validate(data or {})
@@ -69,7 +69,7 @@ class PortfolioConfig(BaseModel):
             raise PortfolioConfigError(format_config_errors(exc)) from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PortfolioConfig":
+    def from_file(cls, path: str | Path) -> PortfolioConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise PortfolioConfigError(f"{path}: the top level must be a mapping")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .periods import DAY_MS
 from .segments import FEATURES, SegmentConfig, SegmentModel

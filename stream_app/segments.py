@@ -105,7 +105,7 @@ class SegmentConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _thresholds(self) -> "SegmentConfig":
+    def _thresholds(self) -> SegmentConfig:
         labels = {label_of(i) for i in range(self.k)}
         for seg, t in self.alert_thresholds.items():
             if seg not in labels:
@@ -211,7 +211,7 @@ class SegmentModel:
         return orjson.dumps(state)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, cfg: SegmentConfig) -> "SegmentModel":
+    def from_bytes(cls, blob: bytes, cfg: SegmentConfig) -> SegmentModel:
         """Restore a checkpoint; one taken with a different ``k`` is not reused (a fresh model)."""
         state = orjson.loads(blob)
         model = cls(cfg)

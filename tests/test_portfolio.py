@@ -14,11 +14,10 @@ from typing import Any
 from click.testing import CliRunner
 from harness import Harness, ev
 
-from stream_app.ingest import Record
-
 from stream_app.cli import main as cli_main
 from stream_app.cohorts import cohort_table
 from stream_app.contributions import Contribution, EventFacts, ScoreFacts
+from stream_app.ingest import Record
 from stream_app.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.lifecycle import STAGES
 from stream_app.periods import Period, month_of, parse_label
