@@ -11,7 +11,7 @@ learner; no broker), in event-time order and batches of ``--batch`` records, the
   full update with its two Redis round trips, for batches of ``--micro-batch`` customers;
 * with ``--verify``, the live sums against the batch reference over the same events.
 
-    python bench/portfolio_bench.py --customers 2000 --days 365 --activity-scale 0.3 --verify
+    python bench/portfolio_bench.py --customers 2000 --days 365 --activity-scale 0.3 --verify --score-tick-s 3600
     python bench/portfolio_bench.py --smoke          # a few seconds
 
 Uses REDIS_URL when set, else the local Redis; its own key prefix (deleted at the end).
@@ -269,6 +269,8 @@ def main() -> int:
     ap.add_argument("--activity-scale", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--batch", type=int, default=500, help="records per ingest batch (BATCH_MAX)")
+    ap.add_argument("--score-tick-s", type=float, default=0.0,
+                    help="SCORE_TICK_S: 0 scores every event (live); e.g. 3600 for a faster backfill")
     ap.add_argument("--micro-customers", type=int, default=500)
     ap.add_argument("--micro-batch", type=int, default=100)
     ap.add_argument("--micro-repeats", type=int, default=4)
@@ -282,12 +284,13 @@ def main() -> int:
         args.verify = True
     prefix = f"bench:pf:{uuid.uuid4().hex[:8]}:"
     settings = Settings(_env_file=None, redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                        key_prefix=prefix, broker_url=None, dedupe_days=7)
+                        key_prefix=prefix, broker_url=None, dedupe_days=7, score_tick_s=args.score_tick_s)
 
     async def run() -> dict[str, Any]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            result: dict[str, Any] = {"config": {k: getattr(args, k) for k in ("customers", "days", "activity_scale", "seed", "batch")}}
+            result: dict[str, Any] = {"config": {k: getattr(args, k) for k in (
+                "customers", "days", "activity_scale", "seed", "batch", "score_tick_s")}}
             print(f"streaming {args.customers} customers x {args.days} days ...", file=sys.stderr, flush=True)
             result["pipeline"] = await stream(args, settings, client)
             result["kpis"] = await kpi_tables(settings, client)
