@@ -80,7 +80,7 @@ async def timed(client: object, path: str, repeat: int) -> tuple[float, float]:
 async def bench(redis_url: str, prefix: str, n: int, repeat: int) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from stream_app.portfolio import scan_portfolio
+    from stream_app.tiles import scan_portfolio
     from stream_app.web import PORTFOLIO, PREFIX, standalone_app
 
     # no background refresh during the timings: the bench runs the pass itself

@@ -112,6 +112,9 @@ class ScoreSnapshot(BaseModel):
         As in :class:`Alert`.
     components
         Component name -> its 0..100 sub-score.
+    lifecycle_stage
+        Optional (additive extension): the customer's lifecycle stage at this snapshot; a
+        stage change publishes a snapshot.
 
     Examples
     --------
@@ -135,6 +138,7 @@ class ScoreSnapshot(BaseModel):
     churn_probability: Probability
     model_version: NonEmpty
     components: dict[str, Score100] = Field(default_factory=dict)
+    lifecycle_stage: Literal["onboarding", "adopting", "established", "loyal", "at_risk", "churned"] | None = None
 
 
 def _dead_letter_id(topic: Any, partition: Any, offset: Any) -> str:

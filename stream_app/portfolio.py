@@ -1,17 +1,34 @@
-"""Portfolio tiles and the per-band ranking for the dashboard: one pass over customer state, cached.
+"""Live portfolio KPIs in Redis: per-period contributions and sums, kept exactly once.
 
-Why a cached pass: counts by band, the average health, NPS, CSAT, the churn rate and the MRR at
-risk are sums over every customer, and the state keeps no running totals of them (live KPIs
-are another module's concern: ``portfolio_tiles`` is the one seam to point at them). One pass
-reads a handful of fields per customer (SCAN finds the customers' main hashes; a read-only Lua
-script reads and sums 200 of them per call inside Redis) and is refreshed in the background
-every ``DASHBOARD_REFRESH_S`` seconds or less often when slow (``PortfolioCache``), and only
-while someone is looking. Requests never scan: they read the cached result.
+Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Cluster-safe):
 
-The same pass yields each band's ranking by churn probability (the at-risk list's band filter).
+    {prefix}pf:{pf}:meta               hash  rolled:<kind> (newest period carried into),
+                                              floor:<kind> (oldest period still writable)
+    {prefix}pf:{pf}:<m|q>:<label>:c    hash  customer id -> its record in that period
+    {prefix}pf:{pf}:<m|q>:<label>:s    hash  "<group>:<field>" -> sum over the records
+    {prefix}pf:{pf}:obs:<day>          hash  customer id -> its first scoring's behaviour that day
+    {prefix}pf:{pf}:seg:blob:<day>     string segmentation model through that day (JSON);
+    {prefix}pf:{pf}:seg:days           zset   the days checkpointed (see ``segment_days``)
+    {prefix}pf:{pf}:ver                hash  customer id -> newest state version written
 
->>> [(b.lo, b.count, b.band) for b in bins([1, 1, 0, 2], green_min=70, yellow_min=45, width=25)]
-[(0, 1, 'red'), (25, 1, 'red'), (50, 0, 'yellow'), (75, 2, 'green')]
+Per batch of scored customers (``PortfolioTracker.update``): one read round trip (meta and the
+stored records the batch needs), the records computed in Python (``contributions``), one
+write round trip (``lua/portfolio_apply.lua``, which replaces each record and applies the
+delta to the sums atomically). A query reads one sums hash: O(1) in the number of customers.
+
+Which periods a customer's update writes: every month its state still holds completely (the
+longest window back from its newest event: with 90 days, the current and the two previous
+months), so a late event, or one consumed late because its topic lagged behind the others
+during a backlog, corrects the closed month it belongs to; up to the newest period the
+portfolio has reached (a customer whose latest event is older still has current records).
+A month before the scoring month keeps the score facts it had (the health at that month's
+end is not known any more); quarters are combined from their months. The stored records are
+read first (one pipelined HMGET per period), so only records that changed are written.
+
+When event time enters a new period (``rollover``), every customer active at the end of the
+previous period and not yet in the new one gets the carried-over record (set only where
+absent, so it is idempotent and never overwrites a real update). Records older than
+``keep_months`` are dropped and their periods closed (the sums stay).
 """
 
 from __future__ import annotations
@@ -19,327 +36,466 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel
-from redis.exceptions import ResponseError
+import orjson
 
-from .aggregates import DAY_MS
+from .aggregates import CustomerAggregates
+from .cohorts import CohortRow, cohort_table
+from .contributions import FIELDS, Contribution, ScoreFacts, carry, combine, facts_from_state, signup_month
+from .kpis import Kpis, compute_kpis, split_groups
+from .lifecycle import StageInputs, stage_of
+from .periods import DAY_MS, KINDS, Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
+from .portfolio_config import PortfolioConfig
+from .scoring import HealthResult
+from .segment_days import DailySegments
+from .segments import SegmentInfo, segment_features
 from .settings import Settings
-from .state import StateStore
+from .state import RawCustomerState
 
 log = logging.getLogger(__name__)
 
-BANDS: tuple[str, ...] = ("red", "yellow", "green")
-#: Customers per script call in the pass (each call blocks Redis for a few milliseconds).
-CHUNK = 200
-#: Histogram bin width (health points).
-BIN_WIDTH = 5
+_FIELD_NAMES = ",".join(FIELDS)
+#: records per script call: big enough to amortise the call, small enough not to block Redis
+_CHUNK = 200
 
 
-class HistBin(BaseModel):
-    """One bar of the health-score distribution: scores in [lo, hi)."""
-
-    lo: int
-    hi: int
-    count: int
-    band: str
-
-
-class PortfolioTiles(BaseModel):
-    """The portfolio at a glance (active = not cancelled)."""
-
-    customers: int
-    active: int
-    by_band: dict[str, int]
-    avg_health: float | None
-    nps: float | None  # latest NPS answer per active customer within 90 days: % promoters - % detractors
-    nps_responses: int
-    csat: float | None  # share of CSAT answers in the last 30 days that were satisfied (4-5)
-    csat_responses: int
-    churn_rate_30d: float | None  # cancelled in the last 30 days / (active + those)
-    cancelled_30d: int
-    mrr_total: float  # of active customers
-    mrr_at_risk: float  # MRR of active customers at or above the churn_risk alert threshold
-    at_risk: int
-    expected_mrr_loss: float  # sum of churn probability x MRR
-    histogram: list[HistBin]
-    as_of_ms: int | None  # event time the pass saw as "now"
-    computed_at: float  # wall clock (epoch s)
-    duration_ms: float
-    source: str
-
-
-@dataclass
-class PortfolioScan:
-    """One pass: the tiles and each band's customers by churn probability (highest first)."""
-
-    tiles: PortfolioTiles
-    band_ids: dict[str, list[str]] = field(default_factory=dict)
-
-
-def bins(counts: list[int], green_min: float, yellow_min: float, width: int = BIN_WIDTH) -> list[HistBin]:
-    """Histogram bars from counts per ``width``-point bin, each coloured by the band of its middle."""
-    out = []
-    for i, c in enumerate(counts):
-        lo = i * width
-        mid = lo + width / 2
-        band = "green" if mid >= green_min else "yellow" if mid >= yellow_min else "red"
-        out.append(HistBin(lo=lo, hi=min(lo + width, 100), count=c, band=band))
-    return out
-
-
-def _glob_escape(s: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in s)
-
-
-def customer_of_main_key(prefix: str, key: str) -> str:
-    """Customer id from a main-hash key ``{prefix}c:{<tag>}`` (inverse of ``state.hash_tag``).
-
-    >>> customer_of_main_key("cs:", "cs:c:{acme%7D%7B1%25}")
-    'acme}{1%'
-    """
-    tag = key[len(prefix) + 3 : -1]
-    return tag.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
-
-
-def _s(v: Any) -> str | None:
+def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-_PASS_SCRIPT = """
--- One chunk of the portfolio pass, read-only. KEYS: customers' main hashes.
--- ARGV: now ms ('' if unknown), churn_risk threshold, first and last CSAT day ('' if unknown), histogram bin width.
--- Returns {aggregates, ranking}: ranking is flat (index in KEYS, band, churn probability) per active customer.
-local now = tonumber(ARGV[1])
-local thr = tonumber(ARGV[2])
-local d0, d1 = tonumber(ARGV[3]), tonumber(ARGV[4])
-local width = tonumber(ARGV[5])
-local nb = math.ceil(100 / width)
-local DAY = 86400000
-local fields = {'hs', 'hb', 'cp', 'mrr', 'st', 'cts', 'npsl', 'npst'}
-local customers, active, cancelled, hs_n, nps_n, prom, detr, csat_n, csat_ok, at_risk = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-local hs_sum, mrr_total, mrr_risk, expected = 0, 0, 0, 0
-local hist = {}
-for b = 1, nb do hist[b] = 0 end
-local ranking = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, unpack(fields))
-  local hs, hb, cp, st = v[1], v[2], v[3], v[5]
-  if hs or st then
-    customers = customers + 1
-    if st == 'cancelled' then
-      if now and v[6] and tonumber(v[6]) > now - 30 * DAY then cancelled = cancelled + 1 end
-    else
-      active = active + 1
-      local p = tonumber(cp) or 0
-      local m = tonumber(v[4]) or 0
-      mrr_total = mrr_total + m
-      expected = expected + p * m
-      if p >= thr then at_risk = at_risk + 1; mrr_risk = mrr_risk + m end
-      if hs then
-        local x = tonumber(hs)
-        hs_sum = hs_sum + x
-        hs_n = hs_n + 1
-        local b = math.min(math.floor(x / 10 / width), nb - 1) + 1
-        hist[b] = hist[b] + 1
-      end
-      if hb and hb ~= '' then
-        ranking[#ranking + 1] = i; ranking[#ranking + 1] = hb; ranking[#ranking + 1] = cp or '0'
-      end
-      if now and v[7] and v[8] and tonumber(v[8]) > now - 90 * DAY then
-        local n = tonumber(v[7])
-        nps_n = nps_n + 1
-        if n >= 9 then prom = prom + 1 elseif n <= 6 then detr = detr + 1 end
-      end
-      -- survey day buckets s<day> = "nps n, ..., csat n (6th), csat sum, csat satisfied (8th), ...". One HSCAN
-      -- walks the (usually compact) hash once; HMGET of 30 mostly absent days would walk it 30 times.
-      local cur = d0 and '0' or nil
-      while cur do
-        local r = redis.call('HSCAN', key, cur, 'MATCH', 's[0-9]*', 'COUNT', 1000)
-        local kv = r[2]
-        for j = 1, #kv, 2 do
-          local d = tonumber(string.sub(kv[j], 2))
-          if d and d >= d0 and d <= d1 then
-            local k = 0
-            for x in string.gmatch(kv[j + 1], '[^,]+') do
-              k = k + 1
-              if k == 6 then csat_n = csat_n + tonumber(x) elseif k == 8 then csat_ok = csat_ok + tonumber(x); break end
-            end
-          end
-        end
-        cur = r[1] ~= '0' and r[1] or nil
-      end
-    end
-  end
-end
-local agg = {customers, active, cancelled, hs_n, string.format('%.0f', hs_sum), nps_n, prom, detr, csat_n, csat_ok,
-             at_risk, string.format('%.0f', mrr_total), string.format('%.0f', mrr_risk), string.format('%.4f', expected)}
-for b = 1, nb do agg[#agg + 1] = hist[b] end
-return {agg, ranking}
-"""
-_N_AGG = 14
+@dataclass(frozen=True)
+class Assessment:
+    """What one scoring says about the customer's place in the portfolio: its lifecycle
+    stage, whether it is at risk, and its behaviour features (for the segmentation)."""
+
+    stage: str
+    risky: bool
+    features: dict[str, float]
+    learn: bool  # an active customer: its behaviour teaches the segmentation
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        """The optional ``cs.scores`` fields."""
+        return {"lifecycle_stage": self.stage}
 
 
-async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool = True) -> PortfolioScan:
-    """One full pass over customer state (see the module doc for why and how often).
-
-    SCAN finds the customers' main hashes; a read-only Lua script reads and sums a chunk of
-    them inside Redis (a few ms per call), so the pass costs one round trip per ``CHUNK``
-    customers and Python handles only the band rankings. On Redis Cluster (keys of a chunk
-    in different slots) the same script runs once per customer, pipelined.
-
-    Most of the cost is CSAT (an HSCAN of each customer's survey day buckets);
-    ``with_csat=False`` skips it.
-    """
-    started = time.perf_counter()
-    prefix = settings.key_prefix
-    card = settings.scorecard()
-    wm = await store.watermark()
-    now_ms = wm if wm is not None and wm >= 0 else None
-    day = now_ms // DAY_MS if now_ms is not None else None
-    args = [
-        "" if now_ms is None else now_ms, settings.risk_alert_threshold,
-        "" if day is None or not with_csat else day - 29, "" if day is None or not with_csat else day, BIN_WIDTH,
-    ]
-    script = store.redis.register_script(_PASS_SCRIPT)
-    totals = [0.0] * _N_AGG
-    counts = [0] * ((100 + BIN_WIDTH - 1) // BIN_WIDTH)
-    ranked: dict[str, list[tuple[float, str]]] = {b: [] for b in BANDS}
-    per_key = False
-
-    def merge(keys: list[str], agg: list[Any], ranking: list[Any]) -> None:
-        for i in range(_N_AGG):
-            totals[i] += float(agg[i])
-        for i, c in enumerate(agg[_N_AGG:]):
-            counts[i] += int(c)
-        for j in range(0, len(ranking), 3):
-            band = _s(ranking[j + 1])
-            if band in ranked:
-                ranked[band].append((-float(_s(ranking[j + 2]) or 0), customer_of_main_key(prefix, keys[int(ranking[j]) - 1])))
-
-    async def consume(keys: list[str]) -> None:
-        nonlocal per_key
-        if not per_key:
-            try:
-                agg, ranking = await script(keys=keys, args=args)
-                merge(keys, agg, ranking)
-                return
-            except ResponseError as exc:
-                if "CROSSSLOT" not in str(exc) and "cross" not in str(exc).lower():
-                    raise
-                per_key = True
-        pipe = store.redis.pipeline(transaction=False)
-        for k in keys:
-            await script(keys=[k], args=args, client=pipe)
-        for k, (agg, ranking) in zip(keys, await pipe.execute()):
-            merge([k], agg, ranking)
-
-    seen: set[str] = set()
-    batch: list[str] = []
-    async for key in store.redis.scan_iter(match=f"{_glob_escape(prefix)}c:{{*}}", count=1000):
-        k = str(_s(key))
-        if k in seen:  # SCAN may return a key twice
-            continue
-        seen.add(k)
-        batch.append(k)
-        if len(batch) >= CHUNK:
-            await consume(batch)
-            batch = []
-    if batch:
-        await consume(batch)
-
-    for ranking in ranked.values():
-        ranking.sort()
-    (customers, active, cancelled_30d, hs_n, hs_sum, nps_n, promoters, detractors, csat_n, csat_ok,
-     at_risk, mrr_total, mrr_risk, expected) = totals
-    tiles = PortfolioTiles(
-        customers=int(customers),
-        active=int(active),
-        by_band={b: len(ranked[b]) for b in BANDS},
-        avg_health=round(hs_sum / 10 / hs_n, 1) if hs_n else None,
-        nps=round(100 * (promoters - detractors) / nps_n, 1) if nps_n else None,
-        nps_responses=int(nps_n),
-        csat=round(csat_ok / csat_n, 3) if csat_n else None,
-        csat_responses=int(csat_n),
-        churn_rate_30d=round(cancelled_30d / (active + cancelled_30d), 4) if active + cancelled_30d else None,
-        cancelled_30d=int(cancelled_30d),
-        mrr_total=round(mrr_total / 100, 2),
-        mrr_at_risk=round(mrr_risk / 100, 2),
-        at_risk=int(at_risk),
-        expected_mrr_loss=round(expected / 100, 2),
-        histogram=bins(counts, card.green_min, card.yellow_min, BIN_WIDTH),
-        as_of_ms=now_ms,
-        computed_at=time.time(),
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        source="full pass over customer state, cached",
-    )
-    return PortfolioScan(tiles=tiles, band_ids={b: [cid for _, cid in ranked[b]] for b in BANDS})
+#: one scoring's segmentation input: (order time, customer id, month, features, learn)
+Observation = tuple[int, str, int, dict[str, float], bool]
 
 
-async def portfolio_tiles(store: StateStore, settings: Settings) -> PortfolioTiles:
-    """The portfolio tiles. The one seam for another source (e.g. live KPIs kept by the worker)."""
-    return (await scan_portfolio(store, settings)).tiles
+@dataclass(frozen=True)
+class PortfolioItem:
+    """One scored customer, as the portfolio needs it: its state after its latest scored
+    event, the score facts of its latest scoring in each month, and every scoring's
+    segmentation input (``collect`` merges a batch's scorings of one customer)."""
+
+    customer_id: str
+    as_of_ms: int
+    raw: RawCustomerState
+    health: HealthResult
+    assessment: Assessment
+    scores: dict[int, ScoreFacts] = field(default_factory=dict)
+    observations: tuple[Observation, ...] = ()
 
 
-TilesSource = Callable[[StateStore, Settings], Awaitable[PortfolioTiles]]
+@dataclass
+class PortfolioStats:
+    updates: int = 0
+    records_written: int = 0
+    records_changed: int = 0
+    rollovers: int = 0
+    carried: int = 0
+    seconds: float = 0.0  # wall time spent in update() (reads, records, writes, rollovers)
 
 
-class PortfolioCache:
-    """The latest portfolio pass, refreshed in the background while the dashboard is in use.
+class Stored:
+    """A record as stored (text), decoded on first use."""
 
-    The pass repeats every ``DASHBOARD_REFRESH_S`` seconds, or less often when it is slow: never
-    more than 1/``MAX_DUTY`` of the time (at 100k customers a pass takes seconds).
-    ``tiles_source`` replaces the pass's own tiles (the band ranking still comes from the pass,
-    which then skips the CSAT buckets, its most expensive part).
-    """
+    __slots__ = ("_rec", "period", "text")
 
-    MAX_DUTY = 10
+    def __init__(self, period: Period, text: str) -> None:
+        self.period, self.text, self._rec = period, text, None
 
-    def __init__(self, store: StateStore, settings: Settings, tiles_source: TilesSource | None = None) -> None:
-        self.store = store
+    @property
+    def contribution(self) -> Contribution:
+        if self._rec is None:
+            self._rec = Contribution.decode(self.period, self.text)
+        return self._rec
+
+
+_ABSENT = Stored(Period("month", 0), "")
+
+
+@dataclass
+class Meta:
+    rolled: dict[str, int] = field(default_factory=dict)
+    floor: dict[str, int] = field(default_factory=dict)
+
+
+class PortfolioKeys:
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}pf:{{pf}}"
+        self.meta = f"{self.base}:meta"
+        self.versions = f"{self.base}:ver"
+
+    def contributions(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:c"
+
+    def sums(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:s"
+
+
+def _from_label(kind: str, label: str) -> int:
+    from .periods import parse_label
+
+    p = parse_label(label)
+    if p.kind != kind:
+        raise ValueError(f"{label!r} is not a {kind}")
+    return p.index
+
+
+async def read_meta(redis: Any, keys: PortfolioKeys) -> Meta:
+    raw = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.meta)).items()}
+    meta = Meta()
+    for k, v in raw.items():
+        what, _, kind = k.partition(":")
+        if what in ("rolled", "floor") and kind in KINDS:
+            getattr(meta, what)[kind] = _from_label(kind, v)
+    return meta
+
+
+class PortfolioTracker:
+    """Keeps the portfolio's per-period sums current as customers are scored."""
+
+    def __init__(self, settings: Settings, config: PortfolioConfig | None = None) -> None:
         self.settings = settings
-        self.refresh_s = settings.dashboard_refresh_s
-        self.tiles_source = tiles_source
-        self.scan: PortfolioScan | None = None
-        self._refreshed = 0.0
-        self.last_duration_s = 0.0
-        self._last_wanted = time.monotonic()
+        self.cfg = config or settings.portfolio()
+        self.keys = PortfolioKeys(settings.key_prefix)
+        self.risk_threshold = self.cfg.risk_threshold or settings.risk_alert_threshold
+        self.segments = DailySegments(settings.key_prefix, self.keys.base, self.cfg.segments, settings.model_lag_days)
+        self.stats = PortfolioStats()
+        self._script_src = resources.files("stream_app").joinpath("lua/portfolio_apply.lua").read_text()
+        self._script: Any = None
+        # a worker's agents refresh concurrently: one update at a time, so that each update's
+        # read of the stored records (which decides what to write) sees the previous one's writes
         self._lock = asyncio.Lock()
 
-    async def refresh(self) -> PortfolioScan:
+    # --- per customer, in the scoring loop (no I/O) -----------------------------------------
+    def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
+        """Stage (config rules: a pure function) and the segmentation input (pure too: the
+        segment itself is assigned in ``update``, in event-time order)."""
+        stage = stage_of(StageInputs(
+            status=agg.subscription_status, tenure_days=agg.tenure_days, health=health.score, band=health.band,
+            engagement=health.components.get("engagement"), churn_probability=churn_p,
+        ), self.cfg.lifecycle)
+        return Assessment(stage, health.band == "red" or churn_p >= self.risk_threshold,
+                          segment_features(agg), agg.subscription_status != "cancelled")
+
+    def item(self, customer_id: str, as_of_ms: int, raw: RawCustomerState, health: HealthResult,
+             assessment: Assessment) -> PortfolioItem:
+        """One scoring as of event time ``as_of_ms`` (the scored event's order time)."""
+        m = month_of(as_of_ms)
+        score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
+                           stage=assessment.stage)
+        obs = (as_of_ms, customer_id, m, assessment.features, assessment.learn)
+        return PortfolioItem(customer_id, as_of_ms, raw, health, assessment, {m: score}, (obs,))
+
+    @staticmethod
+    def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
+        """Add a customer's scoring to ``acc`` (scorings of one batch, in event order): one
+        update per customer with its latest state, keeping each month's latest score facts
+        and every scoring's segmentation input."""
+        if item is None:
+            return
+        prev = acc.get(item.customer_id)
+        if prev is not None:
+            item = replace(item, scores={**prev.scores, **item.scores},
+                           observations=prev.observations + item.observations)
+        acc[item.customer_id] = item
+
+    async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem]) -> list[PortfolioItem]:
+        """Store the scorings' segmentation inputs, learn the days now complete, and give each
+        month's record the segment of its latest scoring, assigned by the model pinned to that
+        scoring's day (``segment_days``): the same however the input was batched."""
+        obs = [o for it in items for o in it.observations]
+        await self.segments.observe(redis, ((k, cid, f) for k, cid, _, f, learn in obs if learn))
+        await self.segments.advance(redis)
+        latest: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
+        for k, cid, m, features, _ in obs:
+            if (cid, m) not in latest or k >= latest[(cid, m)][0]:
+                latest[(cid, m)] = (k, features)
+        seg = {key: self.segments.model_for(k // DAY_MS).assign(f, learn=False) for key, (k, f) in latest.items()}
+        return [replace(it, scores={m: sf._replace(segment=seg.get((it.customer_id, m), sf.segment))
+                                    for m, sf in it.scores.items()}) for it in items]
+
+    # --- per batch ------------------------------------------------------------------------------
+    async def prepare(self, redis: Any) -> None:
+        """Before a batch: learn the segmentation days completed since (cheap when none)."""
+        await self.segments.advance(redis)
+
+    async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None) -> int:
+        """Write the scored customers' records; ``now_ms`` is the event-time watermark.
+
+        Returns the number of records that changed.
+        """
+        if not items:
+            return 0
         async with self._lock:
-            scan = await scan_portfolio(self.store, self.settings, with_csat=self.tiles_source is None)
-            self.last_duration_s = scan.tiles.duration_ms / 1000
-            if self.tiles_source is not None:
-                scan.tiles = await self.tiles_source(self.store, self.settings)
-            self.scan, self._refreshed = scan, time.monotonic()
-            return scan
+            return await self._update(redis, items, now_ms)
 
-    async def get(self) -> PortfolioScan:
-        """The cached pass; only the first request (or one after a long idle spell) waits for one."""
-        self._last_wanted = time.monotonic()
-        if self.scan is None or time.monotonic() - self._refreshed > 4 * self.interval_s():
-            if self._lock.locked() and self.scan is not None:
-                return self.scan
-            return await self.refresh()
-        return self.scan
+    async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None) -> int:
+        t0 = time.perf_counter()
+        items = await self.assign_segments(redis, items)
+        now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
+        meta = await read_meta(redis, self.keys)
+        if meta.rolled.get("month") is None or now_m > meta.rolled["month"]:
+            meta = await self.rollover(redis, now_m, meta)
+        plans = [self._plan(it, meta) for it in items]
+        need: dict[Period, list[str]] = {}
+        for it, plan in zip(items, plans):
+            for p in plan.reads:
+                need.setdefault(p, []).append(it.customer_id)
+        old = await self._read(redis, need)
+        writes: list[tuple[Any, ...]] = []
+        for it, plan in zip(items, plans):
+            version = int(it.raw.main.get("n", "0"))
+            # the version first: it rejects this update if a newer state was written meanwhile
+            writes.append((None, it.customer_id, "", version))
+            writes.extend((p, c, text, version) for p, c, text in self._records(it, plan, old))
+        changed = await self.apply_records(redis, writes, "r")
+        self.stats.updates += len(items)
+        self.stats.records_written += len(writes) - len(items)
+        self.stats.records_changed += changed
+        self.stats.seconds += time.perf_counter() - t0
+        return changed
 
-    def age_s(self) -> float | None:
-        return None if self.scan is None else round(time.monotonic() - self._refreshed, 1)
+    # --- planning ---------------------------------------------------------------------------
+    @dataclass
+    class _Plan:
+        months: range
+        as_month: int
+        quarters: list[Period]
+        reads: list[Period]
 
-    def interval_s(self) -> float:
-        return max(self.refresh_s, self.MAX_DUTY * self.last_duration_s)
+    def _plan(self, it: PortfolioItem, meta: Meta) -> PortfolioTracker._Plan:
+        main = it.raw.main
+        lts = int(main.get("lts", it.as_of_ms))
+        first = int(main.get("fs", lts))
+        as_m = month_of(it.as_of_ms)
+        floor_m = meta.floor.get("month")
+        # every month the state's day buckets still hold completely (the longest window back
+        # from the customer's newest event): a late event, or one consumed late because its
+        # topic lagged behind the others, lands in a month that is restated
+        horizon = lts // DAY_MS - self.settings.max_window_days + 1
+        covered = month_of_day(horizon)
+        if month_start_day(covered) < horizon:
+            covered += 1
+        lo = max(min(covered, as_m), month_of(first), floor_m if floor_m is not None else -(10**9))
+        hi = max(month_of(lts), meta.rolled.get("month", as_m), as_m)
+        months = range(lo, hi + 1) if lo <= hi else range(0)
+        # stored records: for the score facts of past months and to send only what changed
+        reads = [month(m) for m in months]
+        quarters: list[Period] = []
+        if "quarter" in self.cfg.periods and months:
+            for qi in range(months[0] // 3, months[-1] // 3 + 1):
+                q = Period("quarter", qi)
+                qfloor = meta.floor.get("quarter")
+                if qfloor is not None and qi < qfloor:
+                    continue
+                if floor_m is not None and q.month_indices[0] < floor_m:
+                    continue
+                quarters.append(q)
+                reads.append(q)
+                reads.extend(month(m) for m in q.month_indices if m < lo)
+        return self._Plan(months, as_m, quarters, sorted(set(reads)))
 
-    async def run(self) -> None:
-        """Background loop: refresh every ``interval_s()`` while anyone asked within the last minute."""
+    def _records(self, it: PortfolioItem, plan: PortfolioTracker._Plan,
+                 old: dict[tuple[Period, str], Stored]) -> list[tuple[Period, str, str]]:
+        cid = it.customer_id
+        a = it.assessment
+        fresh = it.scores.get(plan.as_month) or ScoreFacts(
+            health10=int(round(it.health.score * 10)), band=it.health.band, risky=a.risky, stage=a.stage)
+        periods = [month(m) for m in plan.months]
+        facts = facts_from_state(it.raw, periods)
+        signup = signup_month(it.raw)
+        out: list[tuple[Period, str, str]] = []
+        month_recs: dict[int, Contribution] = {}
+        for p in periods:
+            score = it.scores.get(p.index, fresh)
+            if p.index < plan.as_month and p.index not in it.scores:
+                prev = old.get((p, cid))
+                if prev is not None:
+                    score = prev.contribution.score
+            rec = Contribution(p, facts[p], score, signup)
+            out.append((p, cid, self._encode(rec, old.get((p, cid)))))
+            if not rec.empty():
+                month_recs[p.index] = rec
+        hi = plan.months[-1] if plan.months else plan.as_month
+        for q in plan.quarters:
+            recs = {}
+            for m in q.month_indices:
+                if m in month_recs:
+                    recs[m] = month_recs[m]
+                elif m not in plan.months and (month(m), cid) in old:
+                    recs[m] = old[(month(m), cid)].contribution
+            out.append((q, cid, self._encode(combine(q, recs, min(q.month_indices[-1], hi)), old.get((q, cid)))))
+        # unchanged records need no write (the script would find them equal and do nothing)
+        return [(p, c, text) for p, c, text in out if text != old.get((p, c), _ABSENT).text]
+
+    def _encode(self, rec: Contribution, stored: Stored | None) -> str:
+        """The record's text; the stored text when its facts and score are the same (most past
+        months at most updates), without recomputing the values."""
+        if rec.empty():
+            return ""
+        tail = rec.tail()
+        if stored is not None and stored.text.endswith(tail) and stored.text[-len(tail) - 1] == "|":
+            return stored.text
+        return rec.encode(self.cfg.repeat_min_days, tail)
+
+    # --- Redis ------------------------------------------------------------------------------
+    async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Stored]:
+        if not need:
+            return {}
+        pipe = redis.pipeline(transaction=False)
+        order = list(need.items())
+        for p, cids in order:
+            pipe.hmget(self.keys.contributions(p), cids)
+        out: dict[tuple[Period, str], Stored] = {}
+        for (p, cids), vals in zip(order, await pipe.execute()):
+            for cid, v in zip(cids, vals):
+                if v:
+                    out[(p, cid)] = Stored(p, _s(v))
+        return out
+
+    async def apply_records(self, redis: Any, writes: Sequence[tuple[Any, ...]], mode: str = "r") -> int:
+        """Replace (mode "r") or carry in (mode "n": only where absent) encoded records,
+        ``(period, customer id, record[, version])``; a ``None`` period only records the
+        version. Returns how many records changed."""
+        if not writes:
+            return 0
+        if self._script is None:
+            self._script = redis.register_script(self._script_src)
+        pipe = redis.pipeline(transaction=False)
+        for i in range(0, len(writes), _CHUNK):
+            chunk = writes[i : i + _CHUNK]
+            pairs: dict[Period, int] = {}
+            keys = [self.keys.meta, self.keys.versions]
+            items = []
+            for w in chunk:
+                p, cid, rec = w[0], w[1], w[2]
+                version = w[3] if len(w) > 3 else False
+                if p is None:
+                    items.append([0, "", "", cid, "", version])
+                    continue
+                if p not in pairs:
+                    pairs[p] = len(pairs) + 1
+                    keys += [self.keys.contributions(p), self.keys.sums(p)]
+                items.append([pairs[p], p.kind, p.label, cid, rec, version])
+            await self._script(keys=keys, args=[_FIELD_NAMES, mode, orjson.dumps(items)], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def rollover(self, redis: Any, now_month: int, meta: Meta | None = None) -> Meta:
+        """Carry customers into every period event time has entered since the last rollover,
+        then move the floors and drop the records below them. Idempotent."""
+        meta = meta or await read_meta(redis, self.keys)
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            rolled = meta.rolled.get(kind)
+            start = target if rolled is None else rolled + 1
+            for idx in range(start, target + 1):
+                self.stats.carried += await self._carry(redis, Period(kind, idx - 1), Period(kind, idx))
+        floor_m = now_month - self.cfg.keep_months + 1
+        floors: dict[PeriodKind, int] = {"month": floor_m, "quarter": -(-floor_m // 3)}
+        fields: dict[str, str] = {}
+        dropped: list[str] = []
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            fields[f"rolled:{kind}"] = Period(kind, max(target, meta.rolled.get(kind, target))).label
+            new_floor = max(floors[kind], meta.floor.get(kind, floors[kind]))
+            fields[f"floor:{kind}"] = Period(kind, new_floor).label
+            old_floor = meta.floor.get(kind)
+            if old_floor is not None:
+                dropped += [self.keys.contributions(Period(kind, i)) for i in range(old_floor, new_floor)]
+        await redis.hset(self.keys.meta, mapping=fields)
+        if dropped:
+            await redis.unlink(*dropped)
+        self.stats.rollovers += 1
+        return await read_meta(redis, self.keys)
+
+    async def _carry(self, redis: Any, prev: Period, cur: Period) -> int:
+        n = 0
+        cursor = 0
+        rmd = self.cfg.repeat_min_days
         while True:
-            await asyncio.sleep(self.interval_s())
-            if time.monotonic() - self._last_wanted > max(60.0, 4 * self.interval_s()):
-                continue
-            try:
-                await self.refresh()
-            except Exception:  # noqa: BLE001 - Redis away: keep serving the last pass, try again later
-                log.warning("portfolio refresh failed", exc_info=True)
+            cursor, chunk = await redis.hscan(self.keys.contributions(prev), cursor, count=500)
+            writes = []
+            for cid, text in chunk.items():
+                c = Contribution.decode(prev, _s(text))
+                if c.facts.a1:
+                    writes.append((cur, _s(cid), carry(c, cur).encode(rmd)))
+            n += await self.apply_records(redis, writes, "n")
+            if cursor == 0:
+                return n
+
+    # --- read side --------------------------------------------------------------------------
+    async def now_month(self, redis: Any) -> int | None:
+        """The portfolio's current month: the newest it rolled into, or of the watermark."""
+        meta = await read_meta(redis, self.keys)
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        candidates = [m for m in (meta.rolled.get("month"), month_of(int(wm)) if wm is not None else None) if m is not None]
+        return max(candidates) if candidates else None
+
+    async def sums(self, redis: Any, periods: Sequence[Period]) -> dict[Period, dict[str, dict[str, int]]]:
+        """Each period's sums by group (one HGETALL per period)."""
+        pipe = redis.pipeline(transaction=False)
+        for p in periods:
+            pipe.hgetall(self.keys.sums(p))
+        return {p: split_groups({_s(k): int(v) for k, v in raw.items()}) for p, raw in zip(periods, await pipe.execute())}
+
+    async def report(self, redis: Any, kind: PeriodKind = "month", count: int = 3,
+                     segment: str | None = None, now_ms: int | None = None) -> list[Kpis]:
+        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment;
+        periods before the portfolio's first data are left out."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        current = of_kind(kind, now_m)
+        periods = [current.prev(i) for i in range(count - 1, -1, -1)]
+        data = await self.sums(redis, periods)
+        while len(periods) > 1 and not data[periods[0]]:
+            periods.pop(0)
+        group = segment or "*"
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        now = int(wm) if wm is not None else current.start_ms
+        return [
+            compute_kpis(data[p].get(group, {}), p.months, self.cfg.gross_margin, period=p.label,
+                         segment=segment or "all", partial=p.end_ms > now)
+            for p in periods
+        ]
+
+    async def segment_reports(self, redis: Any, kind: PeriodKind = "month", now_ms: int | None = None) -> dict[str, Kpis]:
+        """The current period's KPIs for every segment present in it."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return {}
+        p = of_kind(kind, now_m)
+        groups = (await self.sums(redis, [p]))[p]
+        return {
+            g: compute_kpis(s, p.months, self.cfg.gross_margin, period=p.label, segment=g, partial=True)
+            for g, s in sorted(groups.items()) if g.startswith("seg")
+        }
+
+    async def cohorts(self, redis: Any, now_ms: int | None = None) -> list[CohortRow]:
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        periods = [month(m) for m in range(now_m - 12, now_m + 1)]
+        data = await self.sums(redis, periods)
+        return cohort_table({p.index: g for p, g in data.items()}, now_m)
+
+    async def describe_segments(self, redis: Any) -> list[SegmentInfo]:
+        """The newest segmentation checkpoint's segments and traits."""
+        return (await self.segments.latest(redis)).describe()

@@ -188,7 +188,7 @@ async def risk_page(
 
     Unfiltered, the page comes straight from the ``{prefix}risk`` sorted set (O(log n +
     limit)). With a band, ``band_ids`` is that band's ranking from the last background
-    portfolio pass (see ``stream_app.portfolio``); the rows themselves are always read fresh.
+    portfolio pass (see ``stream_app.tiles``); the rows themselves are always read fresh.
     """
     if band is None:
         key = f"{settings.key_prefix}risk"

@@ -35,6 +35,7 @@ from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, Ticke
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .model import ChurnModel, decode_features, encode_features, features_from
+from .portfolio import PortfolioItem, PortfolioTracker
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
 from .ordering import Pending
@@ -186,6 +187,7 @@ class Scored:
     pending: tuple[str, int] | None
     save: bytes
     risk: float | None
+    portfolio: PortfolioItem | None = None  # portfolio (issue 7)
 
 
 class Scorer:
@@ -199,6 +201,7 @@ class Scorer:
         self.scorecard = Scorecard(settings.scorecard())
         self.alert_cfg = AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit)
         self.stats = ScoringStats()
+        self.portfolio = PortfolioTracker(settings)  # portfolio KPIs, stages, segments (issue 7)
 
     def risk_key(self) -> str:
         return f"{self.settings.key_prefix}risk"
@@ -229,6 +232,8 @@ class Scorer:
         scores: list[ScoreSnapshot] = []
         boxed: set[str] = set()
         before: list[tuple[str, tuple[Any, ...]]] = []
+        await self.portfolio.prepare(self.store.redis)  # portfolio (issue 7)
+        pf_items: dict[str, PortfolioItem] = {}  # portfolio (issue 7)
         while queues:
             round_ = [(cid, q.popleft()) for cid, q in queues.items()]
             queues = {cid: q for cid, q in queues.items() if q}
@@ -265,7 +270,10 @@ class Scorer:
                     pending[out.pending[0]] = out.pending[1]
                 risk[cid] = out.risk
                 carry[cid] = out.save
+                self.portfolio.collect(pf_items, out.portfolio)  # portfolio (issue 7)
             before = self._index_updates(pending, risk)
+        if pf_items and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
+            await self.portfolio.update(self.store.redis, list(pf_items.values()))
         if carry or before:  # the last event of each customer: its score state alone
             await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
         if alerts:
@@ -304,6 +312,7 @@ class Scorer:
         x = features_from(health.signals, health.score)
         model = await self.model.for_day(self.store.redis, today)
         p, version = model.predict_one(x)
+        pf = self.portfolio.assess(agg, health, p)  # portfolio (issue 7): lifecycle stage + segment input
         model_reasons = [
             Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)
         ]
@@ -323,12 +332,14 @@ class Scorer:
         last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
         last_day = int(raw.main.get("spd", "-1"))
         publish = (last_pub is None or abs(health.score - last_pub) >= self.settings.score_publish_delta
-                   or today > last_day or any(a.kind == "band_change" for a in new_alerts))
+                   or today > last_day or any(a.kind == "band_change" for a in new_alerts)
+                   or pf.stage != raw.main.get("ls"))  # portfolio (issue 7): stage changes
         score = None
         if publish:
             score = ScoreSnapshot(
                 customer_id=cid, ts=agg.as_of, health_score=health.score, health_band=health.band,  # type: ignore[arg-type]
                 churn_probability=min(1.0, max(0.0, p)), model_version=version, components=health.components,
+                **pf.snapshot_fields(),  # portfolio (issue 7)
             )
         # label snapshot: at most one per customer per snapshot_every_days, never after a cancellation
         snap_day, snap_text, pending = "", "", None
@@ -339,7 +350,7 @@ class Scorer:
             snap_day, snap_text = f"{today}:{(now_ms % DAY_MS) // 1000}", encode_features(x)
             pending = (f"{cid}\x00{snap_day}", now_ms + self.settings.label_horizon_days * DAY_MS)
         fields = alert_state_fields(state)
-        fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version, "sk": order_text(key)})
+        fields.update({"cp": f"{p:.4f}", "hb": health.band, "mv": version, "sk": order_text(key), "ls": pf.stage})
         reasons = health.reasons[:3]
         fields.update({f"r{i}": f"{r.factor}:{r.impact:g}" for i, r in enumerate(reasons, start=1)})
         for i in range(len(reasons) + 1, 4):
@@ -349,7 +360,8 @@ class Scorer:
         box = [f"a{a.model_dump_json()}" for a in new_alerts] + ([f"s{score.model_dump_json()}"] if score else [])
         save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35, box])
         self.stats.scored += 1
-        return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4))
+        return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4),
+                      self.portfolio.item(cid, now_ms, raw, health, pf))  # portfolio (issue 7)
 
 
 class Learner:

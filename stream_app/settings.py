@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from .portfolio_config import PortfolioConfig
     from .scoring import ScorecardConfig
 
 #: Logical input topics; the real names are ``topic_prefix + name``.
@@ -103,6 +104,10 @@ class Settings(BaseSettings):
     score_tick_s: float = Field(default=0.0, ge=0, le=86400, description="0: score after every event; > 0: score each customer once per tick of event time (faster backfills; the tick is part of the result)")
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")
 
+    # --- Portfolio KPIs, lifecycle stages, segments -------------------------------------
+    portfolio_enabled: bool = Field(default=True, description="Keep the portfolio KPIs live (per-period sums in Redis)")
+    portfolio_file: str | None = Field(default=None, description="YAML: periods, gross margin, lifecycle rules, segments")
+
     # --- Web / ops ---------------------------------------------------------------------
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_enabled: bool = False
@@ -176,6 +181,12 @@ class Settings(BaseSettings):
         from .scoring import ScorecardConfig
 
         return ScorecardConfig.from_file(self.scorecard_file) if self.scorecard_file else ScorecardConfig()
+
+    def portfolio(self) -> "PortfolioConfig":
+        """The portfolio configuration (``portfolio_file`` or the defaults), validated."""
+        from .portfolio_config import PortfolioConfig
+
+        return PortfolioConfig.from_file(self.portfolio_file) if self.portfolio_file else PortfolioConfig()
 
     # --- derived -----------------------------------------------------------------------
     @property

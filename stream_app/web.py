@@ -9,7 +9,7 @@ Served two ways, the same app both times, under ``/dashboard/`` on ``WEB_PORT``:
 Read side only. Redis gives the at-risk ranking (the ``{prefix}risk`` sorted set: a page costs
 O(log n + page), whatever the number of customers), the rows, a customer's state, the model
 summary, and, through one cached background pass, the portfolio tiles and per-band rankings
-(``stream_app.portfolio``). Kafka gives the live alert feed, pushed to the page with
+(``stream_app.tiles``). Kafka gives the live alert feed, pushed to the page with
 server-sent events, and churn-probability history (``stream_app.feeds``).
 
 Endpoints (relative to ``/dashboard/``)::
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas.errors import field_error, format_errors, format_validation_error
 
 from .feeds import LiveFeeds
-from .portfolio import PortfolioCache
+from .tiles import PortfolioCache
 from .queries import customer_detail, model_summary, risk_page
 from .settings import Settings
 from .state import StateStore
