@@ -238,11 +238,13 @@ def schemas(out: str | None) -> None:
 @click.option("--start", default="2026-01-01T00:00:00+00:00", show_default=True, help="First simulated day (ISO)")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="JSON Lines output (.gz to compress)")
 @click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth per customer (JSON Lines)")
-def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: str | None) -> None:
+@click.option("--activity-scale", type=float, default=1.0, show_default=True, help="Multiplies activity volume")
+def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: str | None, activity_scale: float) -> None:
     """Generate a realistic event history (and its ground truth) to files."""
     from .simulator import SimConfig, Simulator, write_jsonl, write_truth
 
-    cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc))
+    cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc),
+                    activity_scale=activity_scale)
     sim = Simulator(cfg)
     with Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as p:
         task = p.add_task("simulate", total=None)
