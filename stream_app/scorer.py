@@ -95,7 +95,8 @@ class ModelHolder:
         self.through: int | None = None
         self._refs: dict[int, str] = {}
         self._models: dict[str, ChurnModel] = {}
-        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives)
+        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives,
+                                 calibrate=settings.model_calibration)
 
     @property
     def model(self) -> ChurnModel:
@@ -139,6 +140,7 @@ class ModelHolder:
                 log.warning("model checkpoint %s is gone; scoring day %d with the newest loaded model", ref, day)
                 return self.model
             model = self._models[ref] = ChurnModel.from_bytes(blob)
+            model.calibrate = self.settings.model_calibration  # this deployment's choice
             while len(self._models) > 3:
                 self._models.pop(next(iter(self._models)))
         return model
@@ -348,7 +350,9 @@ class Learner:
             ref = (got[0].decode() if isinstance(got[0], bytes) else got[0]) if got else None
             blob = await self.redis.get(self._k(f"blob:{ref}")) if ref else None
             self.model = (ChurnModel.from_bytes(blob) if blob is not None
-                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives))
+                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives,
+                                          calibrate=self.settings.model_calibration))
+            self.model.calibrate = self.settings.model_calibration
             self._model_day = through
         return self.model
 
