@@ -282,11 +282,10 @@ class Scorer:
         ]
         history = score_history(raw.main)
         state = load_alert_state(raw.main)
-        green, yellow = self.scorecard.config.green_min, self.scorecard.config.yellow_min
         new_alerts, state = evaluate(
             self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
             churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=triggers,
-            green_min=green, yellow_min=yellow,
+            green_min=health.green_min, yellow_min=health.yellow_min,  # the customer's profile's bands
         )
         cancelled = agg.subscription_status == "cancelled"
         # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
