@@ -159,6 +159,12 @@ def customer(customer_id: str, as_json: bool, as_of: str | None) -> None:
               f"churn probability={h.churn_probability} ({h.model_version})")
     for r in h.reasons:
         out.print(f"  - {r['factor']}: {r['impact']:+} points")
+    if h.last_change:
+        lc = h.last_change
+        out.print(f"last change: health {lc['health_score_before']:g} -> {lc['health_score_after']:g} "
+                  f"since the score of {lc['since'][:16].replace('T', ' ')}")
+        for c in lc["changes"]:
+            out.print(f"  - {c['name']}: {c['impact']:+g} points")
     table = Table("metric", *agg.windows.keys())
     rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days",)]
     def cell(v: object) -> str:

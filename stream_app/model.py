@@ -163,16 +163,17 @@ class ChurnModel:
         return float(self.candidates[name].predict_proba_one(x).get(True, 0.0))
 
     def predict_detail(self, x: dict[str, float]) -> tuple[float, float, str]:
-        """(calibrated churn probability, raw probability, model version)."""
+        """(served churn probability, raw probability, model version); the served one is
+        calibrated unless ``calibrate`` is off."""
         name = self.champion
         raw = self._raw(name, x)
         version = self.prior.version if name == "prior" else f"online-{name}-v{self.version}"
-        return self.calibrators[name].predict(raw), raw, version
+        return (self.calibrators[name].predict(raw) if self.calibrate else raw), raw, version
 
     def predict_one(self, x: dict[str, float]) -> tuple[float, str]:
         """(churn probability, model version): calibrated unless ``calibrate`` is off."""
-        calibrated, raw, version = self.predict_detail(x)
-        return (calibrated if self.calibrate else raw), version
+        served, _, version = self.predict_detail(x)
+        return served, version
 
     def explain(self, x: dict[str, float], n: int = 3) -> list[tuple[str, float, float]]:
         """The features pushing this customer's risk up: (feature, value, coefficient x

@@ -33,6 +33,7 @@ from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, Ticke
 
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
+from .changes import ChangeTracker
 from .model import ChurnModel, decode_features, encode_features, features_from
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
@@ -276,7 +277,7 @@ class Scorer:
         health = self.scorecard.score(agg)
         x = features_from(health.signals, health.score)
         model = await self.model.for_day(self.store.redis, today)
-        p, version = model.predict_one(x)
+        p, p_raw, version = model.predict_detail(x)
         model_reasons = [
             Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)
         ]
@@ -288,9 +289,13 @@ class Scorer:
             green_min=health.green_min, yellow_min=health.yellow_min,  # the customer's profile's bands
         )
         cancelled = agg.subscription_status == "cancelled"
+        # issue 8, change explanations: alerts (and snapshots that moved) carry what changed
+        # since the previous published score (``changes.py``; computed only when carried)
+        changes = ChangeTracker(raw.main, self.scorecard, agg.plan, health)
         # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
         if cancelled:
             new_alerts = []
+        new_alerts = changes.attach(new_alerts)
         # cs.scores: on a material change, and at least once per customer per event-time day
         last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
         last_day = int(raw.main.get("spd", "-1"))
@@ -301,6 +306,8 @@ class Scorer:
             score = ScoreSnapshot(
                 customer_id=cid, ts=agg.as_of, health_score=health.score, health_band=health.band,  # type: ignore[arg-type]
                 churn_probability=min(1.0, max(0.0, p)), model_version=version, components=health.components,
+                churn_probability_raw=min(1.0, max(0.0, p_raw)),
+                since_previous=changes.for_snapshot(self.settings.change_explain_delta),
             )
         # label snapshot: at most one per customer per snapshot_every_days, never after a cancellation
         snap_day, snap_text, pending = "", "", None
@@ -318,6 +325,7 @@ class Scorer:
             fields[f"r{i}"] = ""
         if publish:
             fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
+        fields.update(changes.fields(publish, p, now_ms))  # issue 8: previous score, last change
         save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35])
         self.stats.scored += 1
         return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4))

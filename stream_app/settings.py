@@ -104,7 +104,9 @@ class Settings(BaseSettings):
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")
     # --- issue 8: calibration and change explanations -----------------------------------
     model_calibration: bool = Field(default=True, description="Serve Platt-calibrated churn probabilities (false: the raw ones)")
-    change_explain_delta: float = Field(default=5.0, ge=0, description="cs.scores snapshots moving the health score this many points carry what changed")
+    change_explain_delta: float = Field(
+        default=2.0, ge=0,
+        description="cs.scores snapshots that moved the health score this many points since the previous one carry what changed")
 
     # --- Web / ops ---------------------------------------------------------------------
     web_port: int = Field(default=6066, ge=0, le=65535)
