@@ -32,6 +32,7 @@ import asyncio
 import gzip
 import io
 import math
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -189,10 +190,10 @@ def scan_history(path: str | Path, settings: Settings, customers_limit: int | No
 
 
 def _partition(key: bytes | None, partitions: int) -> int:
-    """The partition a keyed Kafka producer would choose (murmur2, as the Java client)."""
+    """The partition ``stream-app replay`` (aiokafka's default partitioner) would choose."""
     if key is None:
         return 0
-    from kafka.partitioner.default import murmur2
+    from aiokafka.partitioner import murmur2
 
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
@@ -608,8 +609,13 @@ def run_sync(path: str | Path, settings: Settings, *, customers_limit: int | Non
         finally:
             await client.aclose()
 
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # asyncio.run cancels the run; its ``finally`` deletes the keys
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         return asyncio.run(go())
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if embedded is not None:
             embedded.stop()
