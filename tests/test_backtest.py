@@ -141,3 +141,32 @@ async def test_health_ranks_churners_and_shuffled_labels_do_not(tmp_path: Path, 
 
     pts = points_of(run.outputs.score_log, run.history, 30)
     assert abs(roc_auc(rng.random(len(pts.label)), pts.label) - 0.5) < 0.06  # type: ignore[operator]
+
+
+def test_cli_backtest_json_table_plot_and_saved_run(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli import main
+
+    path, _ = simulate(tmp_path, customers=20, days=40, scale=0.1)
+    env = {"REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "LOG_LEVEL": "warning"}
+    runner = CliRunner()
+    saved = tmp_path / "run.pkl"
+    got = runner.invoke(main, ["backtest", str(path), "--json", "--customers-limit", "12", "--save-run", str(saved),
+                               "--plot", str(tmp_path / "p.png")], env=env)
+    assert got.exit_code == 0, got.output
+    rep = json.loads(got.stdout[got.stdout.index("{"):])
+    assert rep["input"]["customers"] == 12 and rep["run"]["served_probability"] == "calibrated"
+    assert (tmp_path / "p.png").exists() and saved.exists()
+    table = runner.invoke(main, ["backtest", str(saved), "--from-run"], env=env)
+    assert table.exit_code == 0, table.output
+    for needle in ("ROC AUC", "health score alone", "reliability by decile", "churn_risk precision",
+                   "alerts per 1,000 customers per week"):
+        assert needle in table.stdout
+    raw = runner.invoke(main, ["backtest", str(path), "--json", "--customers-limit", "5", "--no-calibration"], env=env)
+    assert json.loads(raw.stdout[raw.stdout.index("{"):])["run"]["served_probability"] == "raw"
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    assert list(client.scan_iter(match=f"{key_prefix}backtest:*")) == []  # every run cleaned up
+    client.close()
