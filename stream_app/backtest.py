@@ -2,13 +2,13 @@
 
 ``stream-app backtest FILE`` reads contract JSON Lines (optionally gzip) with a ``topic``
 field per line (``stream-app simulate`` writes them), and feeds them, in event-time order and
-at full speed, through the same code the worker runs: ``Ingestor`` (decode, validate, apply
-to Redis) -> ``Scorer`` (aggregates, scorecard, churn model, alert rules, label snapshots) ->
-resolved labels -> ``Learner`` (the online model learns in event-time order). Only the edges
-differ: records come from the file instead of Kafka (keyed to partitions the way a producer
-keys them), outputs are collected in memory instead of published, and the learner shares its
-model object with the scorer instead of a Redis checkpoint round trip. Redis is real, under a
-private key prefix that is deleted afterwards.
+at full speed, through the same code the worker runs: ``Ingestor`` (decode, validate, event-time
+ordering, apply to Redis) -> ``Scorer`` (per event: aggregates, scorecard, churn model, alert
+rules, label snapshots) -> ``Learner`` (completes event-time days: resolves due labels, learns,
+checkpoints the model each scored day is pinned to). Only the edges differ: records come from
+the file instead of Kafka (keyed to the partitions ``stream-app replay`` would choose), the
+learner runs inline (as in a single-process deployment), and outputs are collected in memory
+instead of published. Redis is real, under a private key prefix that is deleted afterwards.
 
 Judged against the history itself (no ground-truth file needed): a score is *positive* if the
 customer cancelled within the label horizon (``LABEL_HORIZON_DAYS``, 30) after it. Evaluation
@@ -59,7 +59,6 @@ from .evaluation import (
 )
 from .ingest import Ingestor, Record
 from .replay import route
-from .scorer import Learner, ModelHolder
 from .settings import Settings
 from .state import StateStore
 
@@ -236,13 +235,12 @@ def ordered_records(path: str | Path, history: History, settings: Settings) -> I
 class CollectingOutputs:
     """The pipeline's outputs, kept in memory (compactly) instead of published."""
 
-    def __init__(self, on_examples: Callable[[list[dict[str, Any]]], Any]) -> None:
+    def __init__(self) -> None:
         #: (customer, event time ms, health score, served probability, raw probability)
         self.score_log: list[tuple[str, int, float, float, float]] = []
         self.alert_log: list[dict[str, Any]] = []
         self.dead = 0
         self.examples_learnt = 0
-        self._on_examples = on_examples
 
     async def dead_letters(self, letters: list[DeadLetter]) -> None:
         self.dead += len(letters)
@@ -258,16 +256,7 @@ class CollectingOutputs:
             self.score_log.append((s.customer_id, int(s.ts.timestamp() * 1000), s.health_score, s.churn_probability, raw))
 
     async def examples(self, examples: list[dict[str, Any]]) -> None:
-        self.examples_learnt += len(examples)
-        await self._on_examples(examples)
-
-
-class _SharedModel(ModelHolder):
-    """The scorer's model is the learner's own object: no checkpoint round trip, so what the
-    scorer uses depends on event time only, never on wall-clock timing."""
-
-    async def refresh(self, redis: Any, min_interval_s: float = 2.0) -> None:
-        return None
+        self.examples_learnt += len(examples)  # the learner publishes what it learnt
 
 
 @dataclass
@@ -284,7 +273,6 @@ class RunResult:
     def save(self, path: str | Path) -> None:
         import pickle
 
-        self.outputs._on_examples = None  # type: ignore[assignment]  # a closure: not savable, not needed
         Path(path).write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
     @staticmethod
@@ -300,17 +288,11 @@ class RunResult:
 async def run_pipeline(path: str | Path, settings: Settings, redis: Any, history: History,
                        on_progress: Callable[[int], None] | None = None) -> RunResult:
     """Feed the history through Ingestor -> Scorer -> Learner on ``redis`` under ``settings.key_prefix``."""
-    holder = _SharedModel(settings)
-    learner = Learner(redis, settings)
-    learner.model = holder.model  # one model: learnt by the learner, read by the scorer
-
-    async def learn(examples: list[dict[str, Any]]) -> None:
-        await learner.learn(examples)
-
-    outputs = CollectingOutputs(learn)
+    outputs = CollectingOutputs()
     clock = [0.0]
-    # the wall clock of a live run is the newest event time (it only relaxes the future-ts rule)
-    ingestor = Ingestor(StateStore(redis, settings), settings, outputs, clock=lambda: clock[0], model=holder)
+    # the wall clock of a live run is the newest event time (it only relaxes the future-ts
+    # rule); the learner runs inline, completing event-time days as the watermark passes them
+    ingestor = Ingestor(StateStore(redis, settings), settings, outputs, clock=lambda: clock[0], inline_learner=True)
     batch: list[Record] = []
     fed = 0
     started = time.monotonic()
@@ -326,12 +308,14 @@ async def run_pipeline(path: str | Path, settings: Settings, redis: Any, history
     if batch:
         await ingestor.handle(batch)
         fed += len(batch)
-    # resolve what the end of the history makes due, for the model's final summary
-    await ingestor.scorer.resolve_labels(limit=10**9)
+    # the end of the log: release what still waits for the learner's checkpoints
+    while ingestor.held() and await ingestor.pump():
+        pass
     if on_progress:
         on_progress(fed)
-    return RunResult(history, outputs, learner.model.summary() if learner.model else {}, fed,
-                     time.monotonic() - started, settings)
+    learner = ingestor.learner
+    model = learner.model if learner is not None and learner.model is not None else ingestor.model.model
+    return RunResult(history, outputs, model.summary(), fed, time.monotonic() - started, settings)
 
 
 async def _delete_prefix(redis: Any, prefix: str) -> int:
@@ -348,9 +332,8 @@ async def _delete_prefix(redis: Any, prefix: str) -> int:
 
 
 def backtest_settings(base: Settings, calibration: bool | None = None) -> Settings:
-    """The run's settings: a private key prefix, resolution every batch, optional calibration override."""
-    update: dict[str, Any] = {"key_prefix": f"{base.key_prefix}backtest:{uuid.uuid4().hex[:10]}:",
-                              "label_resolve_interval_s": 0.0}
+    """The run's settings: a private key prefix, optional calibration override."""
+    update: dict[str, Any] = {"key_prefix": f"{base.key_prefix}backtest:{uuid.uuid4().hex[:10]}:"}
     if calibration is not None:
         update["model_calibration"] = calibration
     return base.model_copy(update=update)
