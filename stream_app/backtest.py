@@ -55,6 +55,7 @@ from .evaluation import (
     log_loss,
     reliability_table,
     roc_auc,
+    threshold_table,
     top_decile_lift,
 )
 from .ingest import Ingestor, Record
@@ -392,10 +393,11 @@ def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), nd)
 
 
-def _calibration(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def _calibration(p: np.ndarray, y: np.ndarray, thresholds: tuple[float, ...]) -> dict[str, Any]:
     rows = reliability_table(p, y)
     return {"log_loss": _r(log_loss(p, y)), "brier": _r(brier(p, y), 5), "mean_p": _r(float(p.mean()) if len(p) else None),
-            "ece": _r(expected_calibration_error(rows), 5), "reliability": rows}
+            "ece": _r(expected_calibration_error(rows), 5), "reliability": rows,
+            "thresholds": threshold_table(p, y, thresholds)}
 
 
 def _weekly_auc(pts: Points) -> list[dict[str, Any]]:
@@ -432,6 +434,7 @@ def report(run: RunResult, lookback_days: float | None = None, shuffle_seed: int
     volume = {k: _r(n / weeks * 1000, 2) if weeks else None for k, n in per_kind.items()}
     volume["all"] = _r(len(run.outputs.alert_log) / weeks * 1000, 2) if weeks else None
     calibrated_served = bool(s.model_calibration)
+    thresholds = tuple(sorted({0.05, 0.1, 0.15, float(s.risk_alert_threshold), 0.5}))
     return {
         "input": {
             "file": h.path, "lines": h.lines, "events_fed": run.events, "unroutable": h.unroutable,
@@ -452,7 +455,7 @@ def report(run: RunResult, lookback_days: float | None = None, shuffle_seed: int
         "health_score": {"roc_auc": _r(roc_auc(-pts.health, y)), "top_decile_lift": _r(top_decile_lift(-pts.health, y), 2)},
         "control_shuffled_labels": {"churn_probability_auc": _r(roc_auc(pts.served, shuffled)),
                                     "health_auc": _r(roc_auc(-pts.health, shuffled))},
-        "calibration": {"served": _calibration(pts.served, y), "raw": _calibration(pts.raw, y)},
+        "calibration": {"served": _calibration(pts.served, y, thresholds), "raw": _calibration(pts.raw, y, thresholds)},
         "alerts": {
             "by_kind": per_kind,
             "churn_risk": alert_metrics(run.outputs.alert_log, cancels, "churn_risk", horizon, lookback, end_ms=h.end_ms),
@@ -513,6 +516,14 @@ def render(rep: dict[str, Any], console: Any) -> None:
     for a, b in zip(cal["raw"]["reliability"], cal["served"]["reliability"]):
         t.add_row(str(a["bin"]), f"{a['n']:,}", f"{a['mean_p']:.4f}", f"{a['observed']:.4f}",
                   f"{b['mean_p']:.4f}", f"{b['observed']:.4f}")
+    console.print(t)
+
+    t = Table(title="the probability as a flag, per evaluation point: share flagged, precision, recall")
+    for col in ("p >=", "raw: flagged", "precision", "recall", served + ": flagged", "precision ", "recall "):
+        t.add_column(col, justify="right")
+    for a, b in zip(cal["raw"].get("thresholds", []), cal["served"].get("thresholds", [])):
+        t.add_row(f"{a['threshold']:g}", f(a["flagged_share"], "{:.2%}"), f(a["precision"], "{:.1%}"), f(a["recall"], "{:.1%}"),
+                  f(b["flagged_share"], "{:.2%}"), f(b["precision"], "{:.1%}"), f(b["recall"], "{:.1%}"))
     console.print(t)
 
     al = rep["alerts"]

@@ -165,6 +165,28 @@ def expected_calibration_error(rows: Iterable[Mapping[str, float]]) -> float | N
     return round(sum(r["n"] * abs(r["mean_p"] - r["observed"]) for r in rows) / total, 6)
 
 
+def threshold_table(probs: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray,
+                    thresholds: Iterable[float] = (0.05, 0.1, 0.15, 0.25, 0.5)) -> list[dict[str, float | None]]:
+    """Per threshold: the share of predictions at or above it, their precision (positive
+    rate) and the share of all positives they cover (recall).
+
+    >>> threshold_table([0.1, 0.3, 0.6, 0.9], [0, 1, 0, 1], thresholds=[0.5])
+    [{'threshold': 0.5, 'flagged_share': 0.5, 'precision': 0.5, 'recall': 0.5}]
+    """
+    p, y = _arrays(probs, labels)
+    rows: list[dict[str, float | None]] = []
+    for t in thresholds:
+        flagged = p >= t
+        n = int(flagged.sum())
+        rows.append({
+            "threshold": float(t),
+            "flagged_share": round(n / len(p), 6) if len(p) else None,
+            "precision": round(float(y[flagged].mean()), 6) if n else None,
+            "recall": round(float(y[flagged].sum() / y.sum()), 6) if y.any() else None,
+        })
+    return rows
+
+
 def _ms(ts: Any) -> int:
     if isinstance(ts, (int, float)):
         return int(ts)

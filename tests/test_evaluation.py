@@ -17,6 +17,7 @@ from stream_app.evaluation import (
     log_loss,
     reliability_table,
     roc_auc,
+    threshold_table,
     top_decile_lift,
 )
 
@@ -96,3 +97,12 @@ def test_alert_metrics_censors_alerts_without_a_known_outcome() -> None:
     assert (m["alerts"], m["alerts_judged"], m["precision_within_horizon"]) == (4, 3, round(2 / 3, 4))
     assert (m["cancellations"], m["cancellations_with_alert_before"], m["median_lead_days"]) == (3, 1, 15.0)
     assert m["recall_share"] == round(1 / 3, 4)
+
+
+def test_threshold_table_hand_computed() -> None:
+    p = [0.02, 0.08, 0.12, 0.2, 0.3, 0.6]
+    y = [0, 0, 1, 0, 1, 1]
+    rows = {r["threshold"]: r for r in threshold_table(p, y, [0.1, 0.25, 0.9])}
+    assert rows[0.1] == {"threshold": 0.1, "flagged_share": round(4 / 6, 6), "precision": 0.75, "recall": 1.0}
+    assert rows[0.25] == {"threshold": 0.25, "flagged_share": round(2 / 6, 6), "precision": 1.0, "recall": round(2 / 3, 6)}
+    assert rows[0.9] == {"threshold": 0.9, "flagged_share": 0.0, "precision": None, "recall": 0.0}
