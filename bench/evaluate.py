@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 from datetime import datetime
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import Stack  # noqa: E402
 
+from stream_app.evaluation import alert_metrics  # noqa: E402
 from stream_app.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
 
 DAY = 86_400_000
@@ -35,32 +35,9 @@ def ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-def alert_metrics(alerts: list[dict[str, Any]], truth: list[Any], kind: str, horizon_days: int,
-                  lookback_days: int = 60) -> dict[str, Any]:
-    cancel = {t.customer_id: ms(t.cancelled_ts) for t in truth if t.cancelled_ts}
-    mine = [a for a in alerts if a["kind"] == kind]
-    hits = 0
-    for a in mine:
-        c = cancel.get(a["customer_id"])
-        t = ms(a["ts"])
-        if c is not None and t <= c <= t + horizon_days * DAY:
-            hits += 1
-    leads: list[float] = []
-    caught = 0
-    for cid, c in cancel.items():
-        before = [ms(a["ts"]) for a in mine if a["customer_id"] == cid and c - lookback_days * DAY <= ms(a["ts"]) <= c]
-        if before:
-            caught += 1
-            leads.append((c - min(before)) / DAY)
-    return {
-        "alerts": len(mine),
-        "customers_alerted": len({a["customer_id"] for a in mine}),
-        "precision_within_horizon": round(hits / len(mine), 4) if mine else None,
-        "cancellations": len(cancel),
-        "cancellations_with_alert_before": caught,
-        "recall_share": round(caught / len(cancel), 4) if cancel else None,
-        "median_lead_days": round(statistics.median(leads), 1) if leads else None,
-    }
+def cancellations_of(truth: list[Any]) -> dict[str, int]:
+    """Customer -> epoch ms of its (first) cancellation, from the simulator's ground truth."""
+    return {t.customer_id: ms(t.cancelled_ts) for t in truth if t.cancelled_ts}
 
 
 def main() -> int:
@@ -117,10 +94,10 @@ def main() -> int:
             "pipeline_events_per_s": round(n / elapsed),
             "model": summary,
             "alerts_by_kind": {k: sum(1 for a in alerts if a["kind"] == k) for k in kinds},
-            "churn_risk": alert_metrics(alerts, truth, "churn_risk", horizon),
+            "churn_risk": alert_metrics(alerts, cancellations_of(truth), "churn_risk", horizon),
             "churn_risk_alerts_in_first_14_days_of_tenure": onboarding,
-            "any_alert": alert_metrics([{**a, "kind": "any"} for a in alerts if a["kind"] != "detractor"], truth,
-                                       "any", horizon),
+            "any_alert": alert_metrics([{**a, "kind": "any"} for a in alerts if a["kind"] != "detractor"],
+                                       cancellations_of(truth), "any", horizon),
             "model_versions_in_alerts": sorted({a["model_version"].rsplit("-v", 1)[0] for a in alerts}),
         }
         print(json.dumps(result, indent=2))

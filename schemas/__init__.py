@@ -30,11 +30,12 @@ from .events import (
     SurveyEvent,
     TicketEvent,
 )
-from .outputs import Alert, DeadLetter, HealthBand, Reason, ScoreSnapshot
+from .outputs import Alert, Change, DeadLetter, HealthBand, Reason, ScoreChange, ScoreSnapshot
 
 __all__ = [
     "ActivityEvent",
     "Alert",
+    "Change",
     "DeadLetter",
     "EventBase",
     "EventTime",
@@ -43,6 +44,7 @@ __all__ = [
     "InputEvent",
     "OUTPUT_MODELS",
     "Reason",
+    "ScoreChange",
     "ScoreSnapshot",
     "SubscriptionEvent",
     "SurveyEvent",

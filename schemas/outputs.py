@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._time import UtcDateTime
 from .errors import FieldError, format_validation_error
 
-__all__ = ["Alert", "DeadLetter", "HealthBand", "Reason", "ScoreSnapshot"]
+__all__ = ["Alert", "Change", "DeadLetter", "HealthBand", "Reason", "ScoreChange", "ScoreSnapshot"]
 
 HealthBand = Literal["green", "yellow", "red"]
 Score100 = Annotated[float, Field(ge=0, le=100)]
@@ -42,6 +42,41 @@ class Reason(BaseModel):
     factor: NonEmpty
     value: float
     impact: float
+
+
+class Change(BaseModel):
+    """One thing that moved since the customer's previous score: a component or a raw factor.
+
+    ``before``/``after``: a component's 0..100 sub-score, or a factor's raw value (None:
+    unknown, or a component left out). ``impact``: how many points of health score the move
+    is worth (negative: it pulled the score down).
+
+    >>> Change(kind="factor", name="activity_vs_baseline", before=0.95, after=0.3, impact=-6.5).model_dump()
+    {'kind': 'factor', 'name': 'activity_vs_baseline', 'before': 0.95, 'after': 0.3, 'impact': -6.5}
+
+    """
+
+    model_config = _OUTPUT_CONFIG
+
+    kind: Literal["component", "factor"]
+    name: NonEmpty
+    before: float | None
+    after: float | None
+    impact: float
+
+
+class ScoreChange(BaseModel):
+    """What changed since the previous score (the last one published on ``cs.scores``).
+
+    Optional on alerts and score snapshots (an additive extension of the contract).
+    """
+
+    model_config = _OUTPUT_CONFIG
+
+    since: UtcDateTime
+    health_score_before: Score100
+    churn_probability_before: Probability | None = None
+    changes: list[Change] = Field(default_factory=list, description="strongest first")
 
 
 class Alert(BaseModel):
@@ -97,6 +132,7 @@ class Alert(BaseModel):
     churn_probability: Probability
     reasons: list[Reason] = Field(default_factory=list)
     model_version: NonEmpty
+    since_previous: ScoreChange | None = Field(None, description="optional: what changed since the previous score")
 
 
 class ScoreSnapshot(BaseModel):
@@ -139,6 +175,10 @@ class ScoreSnapshot(BaseModel):
     model_version: NonEmpty
     components: dict[str, Score100] = Field(default_factory=dict)
     lifecycle_stage: Literal["onboarding", "adopting", "established", "loyal", "at_risk", "churned"] | None = None
+    churn_probability_raw: Probability | None = Field(
+        None, description="optional: the model's uncalibrated probability (diagnostics)")
+    since_previous: ScoreChange | None = Field(
+        None, description="optional: what changed since the previous score, when it moved materially")
 
 
 def _dead_letter_id(topic: Any, partition: Any, offset: Any) -> str:

@@ -195,6 +195,12 @@ def customer(customer_id: str, as_json: bool, as_of: str | None) -> None:
               f"churn probability={h.churn_probability} ({h.model_version})")
     for r in h.reasons:
         out.print(f"  - {r['factor']}: {r['impact']:+} points")
+    if h.last_change:
+        lc = h.last_change
+        out.print(f"last change: health {lc['health_score_before']:g} -> {lc['health_score_after']:g} "
+                  f"since the score of {lc['since'][:16].replace('T', ' ')}")
+        for c in lc["changes"]:
+            out.print(f"  - {c['name']}: {c['impact']:+g} points")
     table = Table("metric", *agg.windows.keys())
     rows = [k for k in next(iter(agg.windows.values())).model_dump() if k not in ("days",)]
     def cell(v: object) -> str:
@@ -307,11 +313,13 @@ def schemas(out: str | None) -> None:
 @click.option("--start", default="2026-01-01T00:00:00+00:00", show_default=True, help="First simulated day (ISO)")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="JSON Lines output (.gz to compress)")
 @click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth per customer (JSON Lines)")
-def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: str | None) -> None:
+@click.option("--activity-scale", type=float, default=1.0, show_default=True, help="Multiplies activity volume")
+def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: str | None, activity_scale: float) -> None:
     """Generate a realistic event history (and its ground truth) to files."""
     from .simulator import SimConfig, Simulator, write_jsonl, write_truth
 
-    cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc))
+    cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc),
+                    activity_scale=activity_scale)
     sim = Simulator(cfg)
     start_ms = int(cfg.start.timestamp() * 1000)
     with Progress(TextColumn("simulate: day"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[events]:,} events"),
@@ -480,6 +488,63 @@ def segments(as_json: bool) -> None:
                       _fmt(k.logo_churn_rate if k else None, pct=True), _fmt(k.avg_health if k else None),
                       _fmt(k.nps if k else None), "; ".join(t.text for t in i.traits))
     Console().print(table)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stdout)")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: reliability curve and AUC over time")
+@click.option("--customers-limit", type=int, default=None, help="Only the first N customers to appear in the file")
+@click.option("--calibration/--no-calibration", default=None,
+              help="Serve calibrated (default: MODEL_CALIBRATION) or raw churn probabilities")
+@click.option("--lookback-days", type=float, default=None,
+              help="churn_risk recall: an alert this many days before a cancellation catches it (default: the label horizon)")
+@click.option("--save-run", type=click.Path(dir_okay=False), default=None,
+              help="Also save the run's scores and alerts, to judge them again with --from-run")
+@click.option("--from-run", is_flag=True, help="FILE is a run saved with --save-run: report it without replaying")
+def backtest(file: str, as_json: bool, plot_path: str | None, customers_limit: int | None,
+             calibration: bool | None, lookback_days: float | None, save_run: str | None, from_run: bool) -> None:
+    """Replay a history (JSON Lines, optionally .gz) through the real scoring, model and alert
+    code in event-time order, and judge the scores against the cancellations that followed."""
+    from .backtest import RunResult, backtest_settings, report, run_sync
+
+    if from_run:
+        _backtest_output(report(RunResult.load(file), lookback_days=lookback_days), as_json, plot_path)
+        return
+    settings = backtest_settings(load_settings(), calibration)
+    setup_logging(os.environ.get("LOG_LEVEL", "warning"))
+    with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=console, transient=as_json) as progress:
+        task = progress.add_task("backtest", total=None, rate="reading")
+        started = [0.0]
+
+        def scanned(history: Any) -> None:
+            import time as _t
+
+            started[0] = _t.monotonic()
+            progress.update(task, total=history.routable, rate="")
+
+        def advance(n: int) -> None:
+            import time as _t
+
+            dt = _t.monotonic() - started[0]
+            progress.update(task, completed=n, rate=f"{n / dt:,.0f} events/s" if dt > 0 else "")
+
+        run = run_sync(file, settings, customers_limit=customers_limit, on_progress=advance, on_scanned=scanned)
+    if save_run:
+        run.save(save_run)
+        console.print(f"saved the run to {save_run}")
+    _backtest_output(report(run, lookback_days=lookback_days), as_json, plot_path)
+
+
+def _backtest_output(rep: dict[str, Any], as_json: bool, plot_path: str | None) -> None:
+    from .backtest import plot, render
+
+    if plot_path:
+        plot(rep, plot_path)
+        console.print(f"wrote {plot_path}")
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        render(rep, Console())
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from typing import Any
 
 from river import drift, linear_model, metrics, optim, preprocessing, tree
 
+from .calibration import PlattCalibrator
+
 #: Signals the model reads (see ``scoring.signals_from``), plus the health score itself.
 FEATURES: tuple[str, ...] = (
     "health_score",
@@ -97,10 +99,25 @@ def _make_candidates(seed: int) -> dict[str, Any]:
     }
 
 
+class _RunningMean:
+    """A plain running mean (river has no Brier score)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+
+    def update(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+
+    def get(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+
 class ChurnModel:
     """The single learner's state; pickled into Redis as a versioned checkpoint."""
 
-    def __init__(self, min_labels: int = 300, min_positives: int = 30, seed: int = 7) -> None:
+    def __init__(self, min_labels: int = 300, min_positives: int = 30, seed: int = 7, calibrate: bool = True) -> None:
         self.min_labels = min_labels
         self.min_positives = min_positives
         self.candidates = _make_candidates(seed)
@@ -113,6 +130,19 @@ class ChurnModel:
         self.version = 0
         self.prior = HealthPrior()
         self.prior_auc = metrics.ROCAUC()
+        self._init_calibration(calibrate)
+
+    def _init_calibration(self, calibrate: bool) -> None:
+        self.calibrate = calibrate
+        self.calibrators = {name: PlattCalibrator() for name in ("prior", *self.candidates)}
+        # prequential quality of the serving model's probabilities, raw and calibrated
+        self.calibration_logloss = {"raw": metrics.LogLoss(), "calibrated": metrics.LogLoss()}
+        self.calibration_brier = {"raw": _RunningMean(), "calibrated": _RunningMean()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "calibrators" not in state:  # a checkpoint from before calibration existed
+            self._init_calibration(True)
 
     # --- serving ------------------------------------------------------------------------
     @property
@@ -127,13 +157,23 @@ class ChurnModel:
         best = max(self.candidates, key=lambda n: (float(self.auc[n].get()), n == "logreg"))
         return best if float(self.auc[best].get()) > float(self.prior_auc.get()) else "prior"
 
-    def predict_one(self, x: dict[str, float]) -> tuple[float, str]:
-        """(churn probability, model version)."""
-        name = self.champion
+    def _raw(self, name: str, x: dict[str, float]) -> float:
         if name == "prior":
-            return self.prior.predict_one(x), self.prior.version
-        p = self.candidates[name].predict_proba_one(x).get(True, 0.0)
-        return float(p), f"online-{name}-v{self.version}"
+            return self.prior.predict_one(x)
+        return float(self.candidates[name].predict_proba_one(x).get(True, 0.0))
+
+    def predict_detail(self, x: dict[str, float]) -> tuple[float, float, str]:
+        """(served churn probability, raw probability, model version); the served one is
+        calibrated unless ``calibrate`` is off."""
+        name = self.champion
+        raw = self._raw(name, x)
+        version = self.prior.version if name == "prior" else f"online-{name}-v{self.version}"
+        return (self.calibrators[name].predict(raw) if self.calibrate else raw), raw, version
+
+    def predict_one(self, x: dict[str, float]) -> tuple[float, str]:
+        """(churn probability, model version): calibrated unless ``calibrate`` is off."""
+        served, _, version = self.predict_detail(x)
+        return served, version
 
     def explain(self, x: dict[str, float], n: int = 3) -> list[tuple[str, float, float]]:
         """The features pushing this customer's risk up: (feature, value, coefficient x
@@ -163,9 +203,11 @@ class ChurnModel:
             self.detector.update(abs(float(y) - p_prior))
             if self.detector.drift_detected:
                 self.drifts += 1
+        self._learn_calibration("prior", p_prior, y, serving)
         w = self._weight(y)
         for name, model in self.candidates.items():
             p = model.predict_proba_one(x).get(True, 0.0)
+            self._learn_calibration(name, p, y, serving)
             self.auc[name].update(y, p)
             self.logloss[name].update(y, min(max(p, 1e-6), 1 - 1e-6))
             if name == serving:
@@ -176,6 +218,14 @@ class ChurnModel:
         self.labels_seen += 1
         self.positives += int(y)
         self.version += 1
+
+    def _learn_calibration(self, name: str, raw: float, y: bool, serving: str) -> None:
+        """Prequential: score the serving model's raw and calibrated probability, then learn."""
+        if name == serving:
+            for kind, p in (("raw", raw), ("calibrated", self.calibrators[name].predict(raw))):
+                self.calibration_logloss[kind].update(y, min(max(p, 1e-6), 1 - 1e-6))
+                self.calibration_brier[kind].update((p - float(y)) ** 2)
+        self.calibrators[name].learn(raw, y)  # unweighted: the real base rate
 
     # --- reporting and checkpoints ------------------------------------------------------
     def top_features(self, n: int = 8) -> list[dict[str, float]]:
@@ -198,6 +248,13 @@ class ChurnModel:
             }
             | {"prior": {"roc_auc": round(float(self.prior_auc.get()), 4)}},
             "drifts_detected": self.drifts,
+            "calibration": {
+                "serving_calibrated": self.calibrate,
+                "prequential": {kind: {"log_loss": round(float(self.calibration_logloss[kind].get()), 4),
+                                       "brier": round(self.calibration_brier[kind].get(), 5)}
+                                for kind in ("raw", "calibrated")},
+                "calibrators": {name: c.state() for name, c in self.calibrators.items()},
+            },
             "top_features": self.top_features(),
         }
 

@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel
 
 from .aggregates import CustomerAggregates, compute_aggregates
+from .changes import load_last_change
 from .scorer import score_history, trend
 from .settings import Settings
 from .state import StateStore
@@ -24,6 +25,7 @@ class HealthView(BaseModel):
     trend_7d: float | None
     trend_30d: float | None
     history: dict[str, float]
+    last_change: dict[str, Any] | None = None  # the latest explained change (issue 8)
 
 
 class CustomerView(BaseModel):
@@ -49,6 +51,7 @@ def health_of(main: dict[str, str]) -> HealthView:
         trend_7d=trend(hist, today, score, 7) if score is not None else None,
         trend_30d=trend(hist, today, score, 30) if score is not None else None,
         history={str(d): v for d, v in sorted(hist.items())},
+        last_change=load_last_change(main),
     )
 
 

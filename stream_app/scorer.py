@@ -34,6 +34,7 @@ from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, Ticke
 
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
+from .changes import ChangeTracker
 from .model import ChurnModel, decode_features, encode_features, features_from
 from .portfolio import PortfolioItem, PortfolioTracker
 from .scoring import Scorecard
@@ -97,7 +98,8 @@ class ModelHolder:
         self.through: int | None = None
         self._refs: dict[int, str] = {}
         self._models: dict[str, ChurnModel] = {}
-        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives)
+        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives,
+                                 calibrate=settings.model_calibration)
 
     @property
     def model(self) -> ChurnModel:
@@ -141,6 +143,7 @@ class ModelHolder:
                 log.warning("model checkpoint %s is gone; scoring day %d with the newest loaded model", ref, day)
                 return self.model
             model = self._models[ref] = ChurnModel.from_bytes(blob)
+            model.calibrate = self.settings.model_calibration  # this deployment's choice
             while len(self._models) > 3:
                 self._models.pop(next(iter(self._models)))
         return model
@@ -311,23 +314,26 @@ class Scorer:
         health = self.scorecard.score(agg)
         x = features_from(health.signals, health.score)
         model = await self.model.for_day(self.store.redis, today)
-        p, version = model.predict_one(x)
+        p, p_raw, version = model.predict_detail(x)
         pf = self.portfolio.assess(agg, health, p)  # portfolio (issue 7): lifecycle stage + segment input
         model_reasons = [
             Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)
         ]
         history = score_history(raw.main)
         state = load_alert_state(raw.main)
-        green, yellow = self.scorecard.config.green_min, self.scorecard.config.yellow_min
         new_alerts, state = evaluate(
             self.alert_cfg, state, cid, now_ms, score=health.score, band=health.band, history=history,
             churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=triggers,
-            green_min=green, yellow_min=yellow,
+            green_min=health.green_min, yellow_min=health.yellow_min,  # the customer's profile's bands
         )
         cancelled = agg.subscription_status == "cancelled"
+        # issue 8, change explanations: alerts (and snapshots that moved) carry what changed
+        # since the previous published score (``changes.py``; computed only when carried)
+        changes = ChangeTracker(raw.main, self.scorecard, agg.plan, health)
         # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
         if cancelled:
             new_alerts = []
+        new_alerts = changes.attach(new_alerts)
         # cs.scores: on a material change, and at least once per customer per event-time day
         last_pub = int(raw.main["sp"]) / 10 if "sp" in raw.main else None
         last_day = int(raw.main.get("spd", "-1"))
@@ -340,6 +346,8 @@ class Scorer:
                 customer_id=cid, ts=agg.as_of, health_score=health.score, health_band=health.band,  # type: ignore[arg-type]
                 churn_probability=min(1.0, max(0.0, p)), model_version=version, components=health.components,
                 **pf.snapshot_fields(),  # portfolio (issue 7)
+                churn_probability_raw=min(1.0, max(0.0, p_raw)),
+                since_previous=changes.for_snapshot(self.settings.change_explain_delta),
             )
         # label snapshot: at most one per customer per snapshot_every_days, never after a cancellation
         snap_day, snap_text, pending = "", "", None
@@ -357,6 +365,7 @@ class Scorer:
             fields[f"r{i}"] = ""
         if publish:
             fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
+        fields.update(changes.fields(publish, p, now_ms))  # issue 8: previous score, last change
         box = [f"a{a.model_dump_json()}" for a in new_alerts] + ([f"s{score.model_dump_json()}"] if score else [])
         save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35, box])
         self.stats.scored += 1
@@ -390,7 +399,9 @@ class Learner:
             ref = (got[0].decode() if isinstance(got[0], bytes) else got[0]) if got else None
             blob = await self.redis.get(self._k(f"blob:{ref}")) if ref else None
             self.model = (ChurnModel.from_bytes(blob) if blob is not None
-                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives))
+                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives,
+                                          calibrate=self.settings.model_calibration))
+            self.model.calibrate = self.settings.model_calibration
             self._model_day = through
         return self.model
 

@@ -11,6 +11,14 @@ ratio factors (last 7 days against its own 90-day rate).
 Reasons are the factors that cost the most points: ``impact = -(1 - value) x factor weight x
 component weight x 100``, strongest first.
 
+Profiles (data, not code): the configuration may define profiles that apply to customers of
+some plans and/or lifecycle stages (by tenure: ``onboarding``, ``adoption``, ``mature`` by
+default), each with its own component weights, bands, factor ranges and missing-component
+policy; the first matching profile wins, else the base card. A component is *missing* when
+none of its factors has a known signal: ``missing_components: neutral`` scores it from its
+factors' ``neutral`` values, ``reweight`` leaves it out and scales the other components'
+weights up proportionally.
+
 >>> from stream_app.aggregates import CustomerAggregates
 >>> card = Scorecard(ScorecardConfig())
 >>> signals = {"activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5,
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +48,7 @@ from schemas import Reason
 from .aggregates import CustomerAggregates
 
 Band = Literal["green", "yellow", "red"]
+MissingPolicy = Literal["neutral", "reweight"]
 #: Days of tenure during which history-dependent factors are unknown rather than bad.
 ONBOARDING_DAYS = 14
 COMPONENTS: tuple[str, ...] = ("engagement", "adoption", "satisfaction", "support", "commercial", "lifecycle")
@@ -96,8 +105,68 @@ def _default_factors() -> dict[str, FactorSpec]:
     }
 
 
+def _check_weights(v: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(v) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"unknown component(s) {unknown}; known: {', '.join(COMPONENTS)}")
+    if any(w < 0 for w in v.values()):
+        raise ValueError("weights must be >= 0")
+    if sum(v.values()) <= 0:
+        raise ValueError("at least one weight must be > 0")
+    return v
+
+
+def _merge_factors(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Partial factor overrides (``{features_30d: {hi: 4}}``) merged over full factor specs."""
+    merged = {k: (v.model_dump() if isinstance(v, FactorSpec) else dict(v)) for k, v in base.items()}
+    for name, spec in (overrides or {}).items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"factors.{name}: must be a mapping of lo/hi/weight/neutral/component")
+        merged[name] = {**merged.get(name, {}), **spec}
+    return merged
+
+
+def _default_stages() -> dict[str, float]:
+    return {"onboarding": 0.0, "adoption": float(ONBOARDING_DAYS), "mature": 180.0}
+
+
+class ProfileMatch(BaseModel):
+    """Which customers a profile applies to: all the given criteria must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plans: list[str] | None = Field(None, description="plan names (case-insensitive)")
+    stages: list[str] | None = Field(None, description="lifecycle stages (see ``lifecycle_stages``)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ProfileMatch":
+        if not self.plans and not self.stages:
+            raise ValueError("a profile must match at least one plan or stage (set plans and/or stages)")
+        if self.plans and any(not p.strip() for p in self.plans):
+            raise ValueError("plans: names must not be empty")
+        return self
+
+
+class ProfileConfig(BaseModel):
+    """A segment's own scorecard: anything unset is inherited from the base card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: ProfileMatch
+    weights: dict[str, float] | None = None
+    green_min: float | None = Field(None, ge=0, le=100)
+    yellow_min: float | None = Field(None, ge=0, le=100)
+    missing_components: MissingPolicy | None = None
+    factors: dict[str, dict[str, Any]] | None = Field(None, description="partial overrides of the base factors")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_valid(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return None if v is None else _check_weights(v)
+
+
 class ScorecardConfig(BaseModel):
-    """Weights, bands and factor ranges; load from YAML with :meth:`from_file`.
+    """Weights, bands, factor ranges and profiles; load from YAML with :meth:`from_file`.
 
     >>> from pydantic import ValidationError
     >>> try:
@@ -116,17 +185,29 @@ class ScorecardConfig(BaseModel):
     green_min: float = Field(70.0, ge=0, le=100, description="score >= this is green")
     yellow_min: float = Field(45.0, ge=0, le=100, description="score >= this (and < green_min) is yellow")
     factors: dict[str, FactorSpec] = Field(default_factory=_default_factors)
+    missing_components: MissingPolicy = Field(
+        "neutral", description="a component with no known factor: 'neutral' (score its factors' neutral values) "
+                               "or 'reweight' (leave it out, scale the other weights up proportionally)")
+    lifecycle_stages: dict[str, float] = Field(
+        default_factory=_default_stages, description="stage name -> first tenure day of that stage")
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict, description="first match wins (file order)")
 
     @field_validator("weights")
     @classmethod
     def _weights_valid(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(COMPONENTS))
-        if unknown:
-            raise ValueError(f"unknown component(s) {unknown}; known: {', '.join(COMPONENTS)}")
-        if any(w < 0 for w in v.values()):
-            raise ValueError("weights must be >= 0")
-        if sum(v.values()) <= 0:
-            raise ValueError("at least one weight must be > 0")
+        return _check_weights(v)
+
+    @field_validator("lifecycle_stages")
+    @classmethod
+    def _stages_valid(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("at least one stage is needed")
+        if any(d < 0 for d in v.values()):
+            raise ValueError("stage start days must be >= 0")
+        if 0 not in v.values():
+            raise ValueError("one stage must start at day 0")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two stages start on the same day")
         return v
 
     @model_validator(mode="after")
@@ -136,22 +217,59 @@ class ScorecardConfig(BaseModel):
         for name, spec in self.factors.items():
             if spec.component not in COMPONENTS:
                 raise ValueError(f"factors.{name}.component: unknown component {spec.component!r}")
+        for name, prof in self.profiles.items():
+            where = f"profiles.{name}"
+            unknown = sorted(set(prof.match.stages or []) - set(self.lifecycle_stages))
+            if unknown:
+                raise ValueError(f"{where}.match.stages: unknown stage(s) {unknown}; "
+                                 f"known: {', '.join(self.lifecycle_stages)}")
+            green = self.green_min if prof.green_min is None else prof.green_min
+            yellow = self.yellow_min if prof.yellow_min is None else prof.yellow_min
+            if not yellow < green:
+                raise ValueError(f"{where}: bands must be ordered: yellow_min ({yellow}) < green_min ({green})")
+            if prof.factors:
+                for fname, spec in _merge_factors(self.factors, prof.factors).items():
+                    try:
+                        checked = FactorSpec.model_validate(spec)
+                    except ValueError as exc:
+                        raise ValueError(f"{where}.factors.{fname}: {_first_error(exc)}") from None
+                    if checked.component not in COMPONENTS:
+                        raise ValueError(f"{where}.factors.{fname}.component: unknown component {checked.component!r}")
         return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ScorecardConfig":
         data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the scorecard file must be a YAML mapping")
         if "factors" in data:  # partial overrides of the defaults
-            merged = {k: v.model_dump() for k, v in _default_factors().items()}
-            for name, spec in data["factors"].items():
-                merged[name] = {**merged.get(name, {}), **spec}
-            data["factors"] = merged
+            data["factors"] = _merge_factors(_default_factors(), data["factors"])
         return cls.model_validate(data)
 
     def band(self, score: float) -> Band:
         if score >= self.green_min:
             return "green"
         return "yellow" if score >= self.yellow_min else "red"
+
+    def stage(self, tenure_days: float | None) -> str | None:
+        """The lifecycle stage at this tenure (None when the tenure is unknown).
+
+        >>> ScorecardConfig().stage(3), ScorecardConfig().stage(20), ScorecardConfig().stage(400)
+        ('onboarding', 'adoption', 'mature')
+        """
+        if tenure_days is None:
+            return None
+        started = [(start, name) for name, start in self.lifecycle_stages.items() if start <= tenure_days]
+        return max(started)[1] if started else None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        loc = ".".join(str(x) for x in e.get("loc", ()))
+        return f"{loc + ': ' if loc else ''}{e['msg']}"
+    return str(exc)
 
 
 class HealthResult(BaseModel):
@@ -162,6 +280,11 @@ class HealthResult(BaseModel):
     components: dict[str, float]
     reasons: list[Reason]
     signals: dict[str, float | None]
+    profile: str | None = Field(None, description="the profile that scored it (None: the base card)")
+    green_min: float = 70.0
+    yellow_min: float = 45.0
+    weights: dict[str, float] = Field(default_factory=dict, description="component weights used, summing to 1")
+    factor_points: dict[str, float] = Field(default_factory=dict, description="points each factor contributed")
 
 
 def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
@@ -208,46 +331,104 @@ def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
     }
 
 
+class _Card:
+    """One resolved scorecard (the base or a profile): what scoring needs, precomputed."""
+
+    def __init__(self, weights: dict[str, float], factors: dict[str, FactorSpec], green_min: float,
+                 yellow_min: float, missing: MissingPolicy) -> None:
+        self.weights = {c: weights.get(c, 0.0) for c in COMPONENTS}
+        self.green_min, self.yellow_min, self.missing = green_min, yellow_min, missing
+        self.by_component: dict[str, list[tuple[str, FactorSpec]]] = {c: [] for c in COMPONENTS}
+        for name, spec in factors.items():
+            self.by_component[spec.component].append((name, spec))
+
+    def band(self, score: float) -> Band:
+        if score >= self.green_min:
+            return "green"
+        return "yellow" if score >= self.yellow_min else "red"
+
+
+def _known(raw: float | None) -> bool:
+    return raw is not None and not (isinstance(raw, float) and math.isnan(raw))
+
+
 class Scorecard:
-    """Scores signals with one :class:`ScorecardConfig`."""
+    """Scores signals with one :class:`ScorecardConfig` (its base card and its profiles)."""
 
     def __init__(self, config: ScorecardConfig) -> None:
         self.config = config
-        total = sum(config.weights.get(c, 0.0) for c in COMPONENTS)
-        self._cw = {c: config.weights.get(c, 0.0) / total for c in COMPONENTS}
-        self._by_component: dict[str, list[tuple[str, FactorSpec]]] = {c: [] for c in COMPONENTS}
-        for name, spec in config.factors.items():
-            self._by_component[spec.component].append((name, spec))
+        self._base = _Card(config.weights, config.factors, config.green_min, config.yellow_min,
+                           config.missing_components)
+        self._profiles: dict[str, tuple[ProfileMatch, _Card]] = {}
+        for name, prof in config.profiles.items():
+            factors = config.factors
+            if prof.factors:
+                factors = {k: FactorSpec.model_validate(v) for k, v in _merge_factors(config.factors, prof.factors).items()}
+            card = _Card(
+                prof.weights if prof.weights is not None else config.weights,
+                factors,
+                config.green_min if prof.green_min is None else prof.green_min,
+                config.yellow_min if prof.yellow_min is None else prof.yellow_min,
+                prof.missing_components or config.missing_components,
+            )
+            self._profiles[name] = (prof.match, card)
+
+    def profile_for(self, plan: str | None, tenure_days: float | None) -> str | None:
+        """The first profile matching this plan and lifecycle stage, or None (the base card)."""
+        stage = self.config.stage(tenure_days)
+        for name, (match, _) in self._profiles.items():
+            if match.plans and (plan is None or plan.lower() not in {p.lower() for p in match.plans}):
+                continue
+            if match.stages and stage not in match.stages:
+                continue
+            return name
+        return None
 
     def score(self, agg: CustomerAggregates) -> HealthResult:
-        return self.score_signals(signals_from(agg))
+        return self.score_signals(signals_from(agg), self.profile_for(agg.plan, agg.tenure_days))
 
-    def score_signals(self, signals: dict[str, float | None]) -> HealthResult:
+    def score_signals(self, signals: dict[str, float | None], profile: str | None = None) -> HealthResult:
+        card = self._profiles[profile][1] if profile is not None else self._base
+        # which components take part: under 'reweight' a component without any known factor
+        # is left out and the others' weights grow proportionally
+        present = {c: bool(f) for c, f in card.by_component.items()}
+        if card.missing == "reweight":
+            present = {c: any(_known(signals.get(n)) for n, _ in f) for c, f in card.by_component.items()}
+            if not any(present[c] and card.weights[c] > 0 for c in COMPONENTS):
+                present = {c: True for c in COMPONENTS}  # nothing known at all: fall back to neutral
+        total_w = sum(w for c, w in card.weights.items() if present[c] or not card.by_component[c])
+        cw = {c: (card.weights[c] / total_w if (present[c] or not card.by_component[c]) else 0.0) for c in COMPONENTS}
         components: dict[str, float] = {}
+        points: dict[str, float] = {}
         losses: list[tuple[float, str, float]] = []
         total = 0.0
-        for comp, factors in self._by_component.items():
+        for comp, factors in card.by_component.items():
             fw = sum(spec.weight for _, spec in factors)
             if not factors or fw <= 0:
                 components[comp] = 100.0
-                total += self._cw[comp] * 100.0
+                total += cw[comp] * 100.0
                 continue
+            if not present[comp]:
+                continue  # missing and re-weighted away: not shown, costs nothing
             acc = 0.0
             for name, spec in factors:
-                v = spec.value(signals.get(name))
-                acc += spec.weight * v
-                loss = (1.0 - v) * spec.weight / fw * self._cw[comp] * 100.0
                 raw = signals.get(name)
+                v = spec.value(raw)
+                acc += spec.weight * v
+                share = spec.weight / fw * cw[comp] * 100.0
+                points[name] = round(v * share, 4)
+                loss = (1.0 - v) * share
                 if loss > 0.05:
                     losses.append((loss, name, float(raw) if raw is not None else float("nan")))
             value = 100.0 * acc / fw
             components[comp] = round(value, 2)
-            total += self._cw[comp] * value
+            total += cw[comp] * value
         total = round(min(100.0, max(0.0, total)), 2)
         losses.sort(key=lambda t: (-t[0], t[1]))
         reasons = [
             Reason(factor=name, value=0.0 if math.isnan(raw) else round(raw, 4), impact=-round(loss, 2))
             for loss, name, raw in losses[:6]
         ]
-        return HealthResult(score=total, band=self.config.band(total), components=components,
-                            reasons=reasons, signals=signals)
+        return HealthResult(score=total, band=card.band(total), components=components, reasons=reasons,
+                            signals=signals, profile=profile, green_min=card.green_min, yellow_min=card.yellow_min,
+                            weights={c: round(w, 6) for c, w in cw.items()}, factor_points=points)

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     label_resolve_interval_s: float = Field(default=1.0, ge=0, description="How often the learner checks for days to complete")
     score_tick_s: float = Field(default=0.0, ge=0, le=86400, description="0: score after every event; > 0: score each customer once per tick of event time (faster backfills; the tick is part of the result)")
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")
+    # --- issue 8: calibration and change explanations -----------------------------------
+    model_calibration: bool = Field(default=True, description="Serve Platt-calibrated churn probabilities (false: the raw ones)")
+    change_explain_delta: float = Field(
+        default=2.0, ge=0,
+        description="cs.scores snapshots that moved the health score this many points since the previous one carry what changed")
 
     # --- Portfolio KPIs, lifecycle stages, segments -------------------------------------
     portfolio_enabled: bool = Field(default=True, description="Keep the portfolio KPIs live (per-period sums in Redis)")
