@@ -134,7 +134,8 @@ class Stack:
         started = []
         for _ in range(n):
             log = open(self.tmp / f"worker{len(self.workers)}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env={**self.env, **(env or {})},
+            cmd = os.environ.get("BENCH_WORKER_CMD", f"{sys.executable} -m stream_app.cli worker").split()
+            proc = subprocess.Popen(cmd, env={**self.env, **(env or {})},
                                     stdout=log, stderr=subprocess.STDOUT)
             self.workers.append(proc)
             started.append(proc)
