@@ -19,23 +19,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import Stack  # noqa: E402
+from stack import Stack, git_commit, percentile  # noqa: E402
 
 from stream_app.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
-
-
-def percentile(values: list[int], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return float(s[min(len(s) - 1, int(round(q * (len(s) - 1))))])
 
 
 async def memory_per_customer(stack: Stack, ids: list[str]) -> list[int]:
@@ -48,13 +40,6 @@ async def memory_per_customer(stack: Stack, ids: list[str]) -> list[int]:
         return [await store.memory_usage(cid) for cid in ids]
     finally:
         await client.aclose()
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - not a git checkout
-        return "unknown"
 
 
 def main() -> int:

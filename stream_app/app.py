@@ -33,6 +33,8 @@ from schemas import Alert, DeadLetter, ScoreSnapshot
 
 import orjson
 
+from .faust_tuning import FaustTuning
+from .faust_tuning import install as install_tuning
 from .ingest import TRANSIENT_ERRORS, Ingestor, Record, StateLostError
 from .observer import PipelineObserver
 from .ops import mount_ops
@@ -270,6 +272,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         stream_wait_empty=False,
         logging_config=None,
     )
+    install_tuning(app, FaustTuning(fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+                                    fast_drain=settings.faust_fast_drain))
     topics = {
         logical: app.topic(
             settings.topic(logical),

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    # Faust hard-codes 1500 ms: an idle fetch held that long puts ~1-2 s on event -> output latency
+    consumer_fetch_max_wait_ms: int = Field(
+        default=10, ge=0, le=60_000, description="Longest time the broker may hold a fetch with no new records"
+    )
+    faust_fast_drain: bool = Field(
+        default=True, description="Hand fetched records to the agents without Faust's four tasks per record"
+    )
 
     # --- Redis -------------------------------------------------------------------------
     redis_url: str | None = Field(
