@@ -488,6 +488,9 @@ def segments(as_json: bool) -> None:
                       _fmt(k.logo_churn_rate if k else None, pct=True), _fmt(k.avg_health if k else None),
                       _fmt(k.nps if k else None), "; ".join(t.text for t in i.traits))
     Console().print(table)
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stdout)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
