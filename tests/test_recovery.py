@@ -41,7 +41,7 @@ async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tup
                            seed: int | None) -> tuple[Harness, int]:
     rng = random.Random(seed)
     h = Harness(settings, redis_client)
-    out = CrashingOutputs(rng, 0.03 if seed is not None else 0.0)
+    out = CrashingOutputs(rng, 0.04 if seed is not None else 0.0)
     ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
 
     def fresh() -> Ingestor:
