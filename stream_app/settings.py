@@ -107,6 +107,27 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_enabled: bool = False
     log_level: str = "info"
+    web_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every HTTP endpoint requires (header or ?token=); unset: open. /health answers "
+        "its status code to anyone, details only with the token",
+    )
+    stall_after_s: float = Field(
+        default=60.0, gt=0, description="Watchdog: a partition with input waiting and no progress this long is stalled"
+    )
+    watchdog_grace_s: float = Field(
+        default=30.0, ge=0, description="Watchdog: exit non-zero this long after a stall or an agent crash, unless it recovers"
+    )
+    watchdog_interval_s: float = Field(default=2.0, gt=0, description="Watchdog: seconds between checks")
+    watchdog_exit: bool = Field(default=True, description="Watchdog: exit the process (for the supervisor to restart it)")
+    watchdog_exit_code: int = Field(default=70, ge=1, le=255, description="Exit status of a watchdog exit (70: EX_SOFTWARE)")
+    # Test-only fault injection (stream_app/faults.py): never set in production.
+    fault_freeze_marker: str | None = Field(
+        default=None, description="TEST ONLY: a batch holding a record that contains this text blocks its agent forever"
+    )
+    fault_crash_marker: str | None = Field(
+        default=None, description="TEST ONLY: a batch holding a record that contains this text crashes its agent"
+    )
 
     @field_validator("windows_days")
     @classmethod
@@ -124,6 +145,11 @@ class Settings(BaseSettings):
         if any(w < 0 for w in v.values()):
             raise ValueError("priority_weights: weights must be >= 0")
         return v
+
+    @field_validator("web_token")
+    @classmethod
+    def _empty_token_is_unset(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> "Settings":

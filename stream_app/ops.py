@@ -1,0 +1,298 @@
+"""Operations inside the worker: ``/metrics``, ``/health``, the watchdog, the HTTP token.
+
+``mount_ops(app, settings, runtime)`` (one call in ``create_app``) wires it all on Faust's own
+aiohttp web server (``WEB_ENABLED``, ``WEB_PORT``):
+
+* it becomes the ingestor's :class:`~stream_app.observer.PipelineObserver` (records consumed,
+  the latency histogram, per-partition progress for the watchdog) and counts published alerts
+  by kind and severity by wrapping the outputs;
+* ``GET /metrics``: Prometheus text (:mod:`stream_app.metrics`);
+* ``GET /health``: 200 when the watchdog finds the worker ok, 503 otherwise, JSON details
+  (to anonymous callers only ``{"status": ...}`` when ``WEB_TOKEN`` is set);
+* a Faust timer runs the watchdog (:mod:`stream_app.watchdog`) every ``WATCHDOG_INTERVAL_S``:
+  it logs a stall or crash at ERROR and, ``WATCHDOG_GRACE_S`` later, exits the process with
+  ``WATCHDOG_EXIT_CODE`` for the supervisor to restart it (a hard exit, like a SIGKILL: nothing
+  un-applied was acknowledged, so Kafka redelivers it);
+* every route of the web server requires ``WEB_TOKEN`` when set (:mod:`stream_app.security`).
+
+After an agent crash, ingestion is held (each new batch waits in the observer) until the
+process exits: Faust would restart the crashed agent and carry on after the failed batch, and
+the partition progress of later batches would then make the failed batch look handled when
+Kafka redelivers it after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections import Counter as Tally
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from aiohttp import web
+
+from .faults import FaultInjector
+from .metrics import CONTENT_TYPE, STAGE_APPLIED, STAGE_PUBLISHED, PipelineMetrics, Sources
+from .security import install_token_auth, is_authenticated
+from .settings import Settings
+from .watchdog import Report, Watchdog
+
+if TYPE_CHECKING:
+    import faust
+
+    from .app import Runtime
+    from .ingest import Ingestor, Record
+
+log = logging.getLogger(__name__)
+
+#: how often a persisting stall or crash is logged again (seconds)
+LOG_EVERY_S = 10.0
+#: the model summary is read from Redis at most this often, at scrape time (seconds)
+MODEL_SUMMARY_TTL_S = 5.0
+
+
+class CountingOutputs:
+    """Wraps the pipeline's outputs; counts alerts by (kind, severity) once acknowledged."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.alert_counts: Tally[tuple[str, str]] = Tally()
+
+    async def dead_letters(self, letters: list[Any]) -> None:
+        await self.inner.dead_letters(letters)
+
+    async def alerts(self, alerts: list[Any]) -> None:
+        await self.inner.alerts(alerts)
+        for a in alerts:
+            self.alert_counts[(a.kind, a.severity)] += 1
+
+    async def scores(self, scores: list[Any]) -> None:
+        await self.inner.scores(scores)
+
+    async def examples(self, examples: list[dict[str, Any]]) -> None:
+        await self.inner.examples(examples)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _hard_exit(code: int) -> None:
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class Ops:
+    """Metrics, watchdog and fault injection of one worker process; the ingestor's observer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: "Runtime | None" = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+        exit_fn: Callable[[int], None] = _hard_exit,
+        redis: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.clock = clock
+        self.mono = mono
+        self.exit = exit_fn
+        self.app: "faust.App | None" = None
+        self.watchdog = Watchdog(settings.stall_after_s, settings.watchdog_grace_s)
+        self.faults = FaultInjector(settings)
+        self.outputs: CountingOutputs | None = None
+        self.errors: Tally[str] = Tally()
+        self._redis = redis
+        self._model: Mapping[str, Any] | None = None
+        self._model_read_at = -1e18
+        self._held = asyncio.Event()  # never set: ingestion waits here after an agent crash
+        self._last_status = "ok"
+        self._last_logged = -1e18
+        self._report: Report | None = None
+        self.metrics = PipelineMetrics(
+            Sources(
+                ingest=lambda: self.ingestor.stats if self.ingestor is not None else None,
+                scoring=lambda: self.ingestor.scorer.stats if self.ingestor is not None else None,
+                alerts=lambda: dict(self.outputs.alert_counts) if self.outputs is not None else {},
+                model=lambda: self._model,
+                watchdog=self.report,
+                errors=lambda: dict(self.errors),
+            )
+        )
+
+    @property
+    def ingestor(self) -> "Ingestor | None":
+        # created by the first ingest agent; None until then
+        return getattr(self.runtime, "_ingestor", None) if self.runtime is not None else None
+
+    # --- PipelineObserver ----------------------------------------------------------------
+    async def received(self, records: Sequence["Record"], now: float) -> None:
+        self.metrics.received(records)
+        self.watchdog.received(records, self.mono())
+        if self.watchdog.crashes:
+            r = records[0]
+            log.error("ingestion held after an agent crash: batch from %s[%d]@%d waits for the restart",
+                      r.topic, r.partition, r.offset)
+            await self._held.wait()
+        await self.faults.before_batch(records)
+
+    def applied(self, records: Sequence["Record"], now: float) -> None:
+        self.metrics.stage(STAGE_APPLIED, records, now)
+
+    def published(self, records: Sequence["Record"], now: float) -> None:
+        self.metrics.stage(STAGE_PUBLISHED, records, now)
+        self.watchdog.handled(records, self.mono())
+
+    # --- agent crashes ---------------------------------------------------------------------
+    async def on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        name = str(getattr(agent, "name", agent))
+        self.metrics.crashes.labels(name).inc()
+        self.watchdog.agent_crashed(name, f"{type(exc).__name__}: {exc}", self.mono())
+        log.error("watchdog: agent %s crashed (%s: %s); ingestion is held and the worker exits in %.0fs "
+                  "so the failed batch is redelivered after the restart",
+                  name, type(exc).__name__, exc, self.settings.watchdog_grace_s)
+
+    # --- health --------------------------------------------------------------------------
+    def report(self) -> Report:
+        self._report = self.watchdog.check(self.mono())
+        return self._report
+
+    async def tick(self) -> Report:
+        """One watchdog round: refresh offsets from the consumer, judge, log, maybe exit."""
+        if self.app is not None:
+            await self._sync_consumer(self.app)
+        ingestor = self.ingestor
+        if ingestor is not None:
+            self.watchdog.dependency_errors(ingestor.stats.redis_retries, self.mono())
+        rep = self.report()
+        self._log(rep)
+        if rep.exit_now and self.settings.watchdog_exit:
+            log.critical(
+                "watchdog: exiting with status %d so the supervisor restarts the worker (%s for %.0fs): %s",
+                self.settings.watchdog_exit_code, rep.status, rep.unhealthy_for_s, "; ".join(rep.reasons),
+            )
+            self.exit(self.settings.watchdog_exit_code)
+        return rep
+
+    async def _sync_consumer(self, app: "faust.App") -> None:
+        topics = self.settings.input_topics
+        try:
+            consumer = app.consumer
+            assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        except Exception:  # noqa: BLE001 - consumer not started yet (or rebalancing)
+            return
+        now = self.mono()
+        self.watchdog.assignment([(tp.topic, tp.partition) for tp in assigned], now)
+        if not assigned:
+            return
+        try:
+            # a ListOffsets request from the consumer's own thread: works even when fetching is stuck
+            hw = await asyncio.wait_for(consumer.highwaters(*assigned), timeout=max(2.0, self.settings.watchdog_interval_s))
+        except Exception as exc:  # noqa: BLE001 - the broker may be away; judge on what we know
+            log.debug("watchdog: end offsets unavailable: %s", exc)
+            hw = {}
+        committed = getattr(consumer, "_committed_offset", {})  # Faust's view of the group's commits
+        self.watchdog.offsets(
+            {(tp.topic, tp.partition): v for tp, v in hw.items() if v is not None},
+            {(tp.topic, tp.partition): committed.get(tp) for tp in assigned},
+            self.mono(),
+        )
+
+    def _log(self, rep: Report) -> None:
+        now = self.mono()
+        if rep.status in ("stalled", "crashed"):
+            if self._last_status != rep.status or now - self._last_logged >= LOG_EVERY_S:
+                exiting = (f"exiting in {rep.exit_in_s:.0f}s unless it recovers" if self.settings.watchdog_exit
+                           else "WATCHDOG_EXIT is off: not exiting")
+                log.error("watchdog: worker %s for %.0fs: %s; %s", rep.status.upper(), rep.unhealthy_for_s,
+                          "; ".join(rep.reasons), exiting)
+                self._last_logged = now
+        elif rep.status == "degraded" and self._last_status != "degraded":
+            log.warning("watchdog: worker degraded: %s", "; ".join(rep.reasons))
+        elif rep.status == "ok" and self._last_status in ("stalled", "crashed"):
+            log.warning("watchdog: worker recovered")
+        self._last_status = rep.status
+
+    # --- model summary (read at scrape time) ----------------------------------------------
+    async def refresh_model(self) -> None:
+        if self.mono() - self._model_read_at < MODEL_SUMMARY_TTL_S:
+            return
+        self._model_read_at = self.mono()
+        from .queries import model_summary
+        from .state import StateStore
+
+        try:
+            if self._redis is None:
+                from .app import redis_client
+
+                self._redis = redis_client(self.settings)
+            self._model = await asyncio.wait_for(
+                model_summary(StateStore(self._redis, self.settings), self.settings), timeout=2.0
+            )
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is away
+            self.errors["metrics"] += 1
+            log.warning("metrics: model summary unavailable (%s)", type(exc).__name__)
+
+    # --- HTTP ------------------------------------------------------------------------------
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        await self.refresh_model()
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def health_view(self, request: web.Request) -> web.Response:
+        rep = self.report()
+        code = 200 if rep.healthy else 503
+        if not is_authenticated(request):
+            return web.json_response({"status": rep.status}, status=code)
+        body: dict[str, Any] = rep.as_dict()
+        body["settings"] = {"stall_after_s": self.settings.stall_after_s,
+                            "watchdog_grace_s": self.settings.watchdog_grace_s,
+                            "watchdog_exit": self.settings.watchdog_exit}
+        return web.json_response(body, status=code)
+
+    def routes(self, web_app: web.Application) -> None:
+        install_token_auth(web_app, self.settings)
+        web_app.router.add_get("/metrics", self.metrics_view)
+        web_app.router.add_get("/health", self.health_view)
+
+
+def mount_ops(app: "faust.App", settings: Settings, runtime: "Runtime") -> Ops:
+    """Wire metrics, health, the watchdog and the HTTP token into a Faust app (see the module)."""
+    ops = Ops(settings, runtime)
+    ops.app = app
+    ops.outputs = CountingOutputs(runtime.outputs)
+    runtime.outputs = ops.outputs  # the ingestor is created lazily, from these
+    runtime.observer = ops
+    ops.routes(app.web.web_app)
+    for agent in app.agents.values():
+        # faust-streaming 0.15 calls ``agent._on_error(agent, exc)`` before restarting a crashed
+        # actor; create_app passes no on_error, so this is the only handler (kept chained anyway)
+        previous = getattr(agent, "_on_error", None)
+
+        async def on_error(a: Any, exc: BaseException, previous: Any = previous) -> None:
+            await ops.on_agent_error(a, exc)
+            if previous is not None:
+                await previous(a, exc)
+
+        agent._on_error = on_error
+
+    @app.timer(settings.watchdog_interval_s, name="stream_app.watchdog")
+    async def watchdog() -> None:
+        try:
+            await ops.tick()
+        except Exception:  # noqa: BLE001 - the watchdog must outlive its own bugs
+            log.exception("watchdog: check failed")
+
+    if ops.faults.enabled:
+        log.warning("FAULT INJECTION IS ON (FAULT_FREEZE_MARKER / FAULT_CRASH_MARKER): test use only")
+    app.ops = ops  # type: ignore[attr-defined]  # for tools and tests
+    return ops

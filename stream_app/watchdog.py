@@ -1,0 +1,302 @@
+"""The watchdog: is the worker alive and keeping up? (pure logic, clock injected)
+
+Faust consumers are known to stall silently: the process runs, the group membership holds,
+and nothing is processed while records pile up. Per assigned input partition the watchdog
+knows the lag (log-end offset minus the next offset to process) and when it last made
+progress, and it classifies the worker:
+
+* ``ok``: every partition with input waiting made progress within ``stall_after_s``;
+* ``degraded``: Redis or the broker failed within the last ``stall_after_s`` (the ingestor
+  is retrying; a restart would not help, so no exit);
+* ``stalled``: a partition has had input waiting and no progress for ``stall_after_s``;
+* ``crashed``: an agent task crashed (Faust would restart it, but the failed batch was not
+  applied, so the process must restart for it to be redelivered).
+
+A stall or crash that lasts ``grace_s`` more asks the process to exit (``Report.exit_now``);
+the supervisor (systemd, Kubernetes, docker ``restart:``) restarts it and Kafka redelivers
+everything not yet acknowledged. Input waiting means: a batch was handed to the ingestor and
+is not finished, or the log-end offset is beyond the next offset to process. The stall clock
+starts at the later of the last progress and the moment input started waiting, so a partition
+that was idle for an hour is not "stalled" the instant a record arrives.
+
+>>> wd = Watchdog(stall_after_s=10, grace_s=5)
+>>> wd.assignment([("cs.activity", 0)], now=0.0)
+>>> wd.offsets({("cs.activity", 0): 100}, {("cs.activity", 0): 40}, now=1.0)
+>>> wd.check(now=5.0).status, wd.check(now=12.0).status, wd.check(now=17.0).exit_now
+('ok', 'stalled', True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Mapping, Protocol, Sequence
+
+TP = tuple[str, int]
+Status = Literal["ok", "degraded", "stalled", "crashed"]
+
+
+class RecordLike(Protocol):
+    """What the watchdog reads of a record (``stream_app.ingest.Record``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
+
+
+@dataclass
+class PartitionState:
+    """What this process knows of one input partition."""
+
+    topic: str
+    partition: int
+    since: float
+    handled: int = -1
+    received: int = -1
+    first_received: int | None = None
+    highwater: int | None = None
+    committed: int | None = None
+    last_progress: float | None = None
+    last_event_ts: float | None = None
+    waiting_since: float | None = None
+
+    def next_offset(self) -> int | None:
+        """The next offset this process will process (None: not known yet)."""
+        if self.handled >= 0:
+            return self.handled + 1
+        if self.first_received is not None:
+            return self.first_received
+        return self.committed
+
+    def lag(self) -> int | None:
+        nxt = self.next_offset()
+        if self.highwater is None or nxt is None:
+            return None
+        return max(0, self.highwater - nxt)
+
+    def waiting(self) -> bool:
+        return self.received > self.handled or (self.lag() or 0) > 0
+
+
+@dataclass(frozen=True)
+class Crash:
+    agent: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    topic: str
+    partition: int
+    lag: int | None
+    waiting: bool
+    stalled: bool
+    #: seconds with input waiting and no progress (0 when nothing waits)
+    stalled_for_s: float
+    #: seconds since the partition last made progress (None: none in this process yet)
+    progress_age_s: float | None
+    #: Kafka timestamp (Unix seconds) of the last record handled
+    last_event_ts: float | None
+
+
+@dataclass(frozen=True)
+class Report:
+    status: Status
+    reasons: list[str]
+    partitions: list[PartitionReport]
+    crashes: list[Crash]
+    #: seconds in the current stalled/crashed state (0 when not in one)
+    unhealthy_for_s: float
+    #: seconds until the watchdog asks for an exit (None: no exit pending)
+    exit_in_s: float | None
+    exit_now: bool
+    stalls_total: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready details (for /health)."""
+        return {
+            "status": self.status,
+            "reasons": self.reasons,
+            "unhealthy_for_s": round(self.unhealthy_for_s, 1),
+            "exit_in_s": None if self.exit_in_s is None else round(self.exit_in_s, 1),
+            "crashes": [{"agent": c.agent, "reason": c.reason} for c in self.crashes],
+            "partitions": [
+                {
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "lag": p.lag,
+                    "waiting": p.waiting,
+                    "stalled": p.stalled,
+                    "stalled_for_s": round(p.stalled_for_s, 1),
+                    "progress_age_s": None if p.progress_age_s is None else round(p.progress_age_s, 1),
+                    "last_event_ts": p.last_event_ts,
+                }
+                for p in self.partitions
+            ],
+        }
+
+
+@dataclass
+class Watchdog:
+    """Per-partition progress and the worker's health verdict. Times are monotonic seconds."""
+
+    stall_after_s: float
+    grace_s: float
+    partitions: dict[TP, PartitionState] = field(default_factory=dict)
+    crashes: list[Crash] = field(default_factory=list)
+    last_dependency_error: float | None = None
+    stalls_total: int = 0
+    _errors_seen: int = 0
+    _unhealthy_since: float | None = None
+
+    # --- inputs ------------------------------------------------------------------------
+    def _state(self, tp: TP, now: float) -> PartitionState:
+        st = self.partitions.get(tp)
+        if st is None:
+            st = self.partitions[tp] = PartitionState(tp[0], tp[1], since=now)
+        return st
+
+    def _update_waiting(self, st: PartitionState, now: float) -> None:
+        if st.waiting():
+            if st.waiting_since is None:
+                st.waiting_since = now
+        else:
+            st.waiting_since = None
+
+    def assignment(self, tps: Iterable[TP], now: float) -> None:
+        """The partitions this process owns now; revoked ones are forgotten, new ones start fresh."""
+        keep = set(tps)
+        for tp in list(self.partitions):
+            if tp not in keep:
+                del self.partitions[tp]
+        for tp in keep:
+            self._state(tp, now)
+
+    def offsets(self, highwaters: Mapping[TP, int], committed: Mapping[TP, int | None], now: float) -> None:
+        """Log-end offsets from the broker, and the group's committed offsets (next to consume)."""
+        for tp, hw in highwaters.items():
+            st = self.partitions.get(tp)
+            if st is not None and hw is not None:
+                st.highwater = max(st.highwater or 0, int(hw))
+        for tp, off in committed.items():
+            st = self.partitions.get(tp)
+            if st is not None and off is not None:
+                st.committed = int(off)
+        for st in self.partitions.values():
+            self._update_waiting(st, now)
+
+    def received(self, records: Sequence[RecordLike], now: float) -> None:
+        """A batch was handed to the ingestor."""
+        for r in records:
+            st = self._state((r.topic, r.partition), now)
+            if st.first_received is None or (st.handled < 0 and r.offset < st.first_received):
+                st.first_received = r.offset
+            st.received = max(st.received, r.offset)
+            if st.highwater is None or st.highwater <= r.offset:
+                st.highwater = r.offset + 1  # the log reaches at least this far
+        for tp in {(r.topic, r.partition) for r in records}:
+            self._update_waiting(self.partitions[tp], now)
+
+    def handled(self, records: Sequence[RecordLike], now: float) -> None:
+        """A batch is done (applied, published, progress saved)."""
+        for r in records:
+            st = self._state((r.topic, r.partition), now)
+            if r.offset > st.handled:
+                st.handled = r.offset
+                st.last_progress = now
+                if r.timestamp_ms is not None:
+                    st.last_event_ts = r.timestamp_ms / 1000
+            st.received = max(st.received, r.offset)
+        for tp in {(r.topic, r.partition) for r in records}:
+            self._update_waiting(self.partitions[tp], now)
+
+    def dependency_errors(self, total: int, now: float) -> None:
+        """The ingestor's running count of Redis/broker errors it is retrying through."""
+        if total > self._errors_seen:
+            self.last_dependency_error = now
+        self._errors_seen = total
+
+    def agent_crashed(self, agent: str, reason: str, now: float) -> None:
+        self.crashes.append(Crash(agent, reason, now))
+
+    # --- verdict -----------------------------------------------------------------------
+    def check(self, now: float) -> Report:
+        """Classify the worker as of ``now`` (and start or stop the exit countdown)."""
+        recent_error = (
+            self.last_dependency_error is not None and now - self.last_dependency_error < self.stall_after_s
+        )
+        parts: list[PartitionReport] = []
+        stalled: list[PartitionReport] = []
+        for tp in sorted(self.partitions):
+            st = self.partitions[tp]
+            waiting = st.waiting()
+            stalled_for = 0.0
+            if waiting:
+                ref = st.waiting_since if st.waiting_since is not None else st.since
+                if st.last_progress is not None:
+                    ref = max(ref, st.last_progress)
+                if self.last_dependency_error is not None:
+                    # retrying through an outage is activity, not a stall
+                    ref = max(ref, self.last_dependency_error)
+                stalled_for = max(0.0, now - ref)
+            rep = PartitionReport(
+                topic=st.topic,
+                partition=st.partition,
+                lag=st.lag(),
+                waiting=waiting,
+                stalled=waiting and stalled_for >= self.stall_after_s,
+                stalled_for_s=stalled_for if waiting else 0.0,
+                progress_age_s=None if st.last_progress is None else now - st.last_progress,
+                last_event_ts=st.last_event_ts,
+            )
+            parts.append(rep)
+            if rep.stalled:
+                stalled.append(rep)
+
+        reasons: list[str] = []
+        status: Status = "ok"
+        if self.crashes:
+            status = "crashed"
+            reasons += [f"agent {c.agent} crashed {now - c.at:.0f}s ago: {c.reason}" for c in self.crashes]
+        if stalled:
+            status = "stalled" if status == "ok" else status
+            reasons += [
+                f"partition {p.topic}[{p.partition}] stalled: "
+                f"{'?' if p.lag is None else p.lag} record(s) waiting, no progress for {p.stalled_for_s:.0f}s"
+                for p in stalled
+            ]
+        if recent_error and status == "ok":
+            status = "degraded"
+        if recent_error:
+            reasons.append(
+                f"Redis or the broker unavailable (last error {now - (self.last_dependency_error or now):.0f}s ago); retrying"
+            )
+
+        if status in ("stalled", "crashed"):
+            if self._unhealthy_since is None:
+                self._unhealthy_since = self.crashes[0].at if self.crashes else now
+                if stalled:
+                    self.stalls_total += 1
+        else:
+            self._unhealthy_since = None
+        unhealthy_for = 0.0 if self._unhealthy_since is None else now - self._unhealthy_since
+        exit_in = None if self._unhealthy_since is None else max(0.0, self.grace_s - unhealthy_for)
+        return Report(
+            status=status,
+            reasons=reasons,
+            partitions=parts,
+            crashes=list(self.crashes),
+            unhealthy_for_s=unhealthy_for,
+            exit_in_s=exit_in,
+            exit_now=exit_in is not None and exit_in <= 0,
+            stalls_total=self.stalls_total,
+        )
