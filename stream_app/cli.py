@@ -199,6 +199,39 @@ def top(count: int, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new alerts as they are published (Ctrl-C stops)")
+@click.option("--last", "last", type=int, default=20, show_default=True, help="Start with the newest N alerts")
+@click.option("--from-beginning", is_flag=True, help="Start with every alert on the topic")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for piping)")
+def alerts(follow: bool, last: int, from_beginning: bool, as_json: bool) -> None:
+    """The at-risk alert feed from the alerts topic, coloured by severity."""
+    from .alert_feed import alert_line, tail_alerts
+
+    settings = load_settings()
+    out = Console(highlight=False)
+
+    async def run() -> int:
+        n = 0
+        async for alert in tail_alerts(settings.bootstrap_servers(), settings.topic("alerts"), last=last,
+                                       from_beginning=from_beginning, follow=follow,
+                                       **settings.kafka_client_kwargs()):
+            n += 1
+            if as_json:
+                click.echo(json.dumps(alert, separators=(",", ":")), nl=True)
+                sys.stdout.flush()
+            else:
+                out.print(alert_line(alert), soft_wrap=True)
+        return n
+
+    try:
+        n = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    if n == 0 and not as_json:
+        console.print(f"no alerts on {settings.topic('alerts')} yet")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True)
 def model(as_json: bool) -> None:
     """The churn model: version, labels seen, prequential metrics, strongest features."""

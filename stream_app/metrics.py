@@ -16,7 +16,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -190,6 +190,9 @@ class PipelineMetrics:
     """The worker's own registry: recorded metrics plus the scrape-time collector."""
 
     def __init__(self, sources: Sources) -> None:
+        # In the text format, ``*_created`` series appear as extra gauge families (``..._total_created``
+        # is not even a counter name); nobody scrapes them. Process-wide, and this is the worker's registry.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.consumed = Counter(
             "churnstream_events_consumed", "Records handed to the ingestor, by input topic", ["topic"],

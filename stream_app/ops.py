@@ -207,6 +207,16 @@ class Ops:
             {(tp.topic, tp.partition): committed.get(tp) for tp in assigned},
             self.mono(),
         )
+        unknown = [tp for tp in assigned
+                   if (st := self.watchdog.partitions.get((tp.topic, tp.partition))) is not None and st.needs_start()]
+        if unknown:  # never committed, nothing received: the group starts at the log's first offset
+            try:
+                first = await asyncio.wait_for(consumer.earliest_offsets(*unknown), timeout=2.0)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("watchdog: first offsets unavailable: %s", exc)
+                first = {}
+            self.watchdog.offsets({}, {}, self.mono(),
+                                  earliest={(tp.topic, tp.partition): v for tp, v in first.items() if v is not None})
 
     def _log(self, rep: Report) -> None:
         now = self.mono()

@@ -60,6 +60,8 @@ class PartitionState:
     first_received: int | None = None
     highwater: int | None = None
     committed: int | None = None
+    #: the log's first offset: where a group without a commit starts (auto_offset_reset=earliest)
+    earliest: int | None = None
     last_progress: float | None = None
     last_event_ts: float | None = None
     waiting_since: float | None = None
@@ -70,7 +72,11 @@ class PartitionState:
             return self.handled + 1
         if self.first_received is not None:
             return self.first_received
-        return self.committed
+        return self.committed if self.committed is not None else self.earliest
+
+    def needs_start(self) -> bool:
+        """Whether the next offset is unknown (no record, no commit, no log start seen yet)."""
+        return self.next_offset() is None
 
     def lag(self) -> int | None:
         nxt = self.next_offset()
@@ -181,8 +187,19 @@ class Watchdog:
         for tp in keep:
             self._state(tp, now)
 
-    def offsets(self, highwaters: Mapping[TP, int], committed: Mapping[TP, int | None], now: float) -> None:
-        """Log-end offsets from the broker, and the group's committed offsets (next to consume)."""
+    def offsets(
+        self,
+        highwaters: Mapping[TP, int],
+        committed: Mapping[TP, int | None],
+        now: float,
+        earliest: Mapping[TP, int] | None = None,
+    ) -> None:
+        """Log-end offsets from the broker, the group's committed offsets (next to consume) and
+        the logs' first offsets (where a partition without a commit starts)."""
+        for tp, off in (earliest or {}).items():
+            st = self.partitions.get(tp)
+            if st is not None and off is not None:
+                st.earliest = int(off)
         for tp, hw in highwaters.items():
             st = self.partitions.get(tp)
             if st is not None and hw is not None:
