@@ -95,16 +95,14 @@ class Ops:
     def __init__(
         self,
         settings: Settings,
-        runtime: "Runtime | None" = None,
+        ingestor: "Callable[[], Ingestor | None]" = lambda: None,
         *,
-        clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         exit_fn: Callable[[int], None] = _hard_exit,
         redis: Any = None,
     ) -> None:
         self.settings = settings
-        self.runtime = runtime
-        self.clock = clock
+        self._ingestor = ingestor
         self.mono = mono
         self.exit = exit_fn
         self.app: "faust.App | None" = None
@@ -132,8 +130,8 @@ class Ops:
 
     @property
     def ingestor(self) -> "Ingestor | None":
-        # created by the first ingest agent; None until then
-        return getattr(self.runtime, "_ingestor", None) if self.runtime is not None else None
+        """The worker's ingestor (None until the first ingest agent created it)."""
+        return self._ingestor()
 
     # --- PipelineObserver ----------------------------------------------------------------
     async def received(self, records: Sequence["Record"], now: float) -> None:
@@ -277,7 +275,7 @@ class Ops:
 
 def mount_ops(app: "faust.App", settings: Settings, runtime: "Runtime") -> Ops:
     """Wire metrics, health, the watchdog and the HTTP token into a Faust app (see the module)."""
-    ops = Ops(settings, runtime)
+    ops = Ops(settings, ingestor=lambda: getattr(runtime, "_ingestor", None))  # created by the first agent
     ops.app = app
     ops.outputs = CountingOutputs(runtime.outputs)
     runtime.outputs = ops.outputs  # the ingestor is created lazily, from these

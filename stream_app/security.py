@@ -9,14 +9,17 @@ The paths in ``OPEN_PATHS`` (``/health``) stay reachable without the token so th
 probes need no secret; their handlers call :func:`is_authenticated` and leave out details for
 anonymous callers (the status code and the one-word status only).
 
-The token is never logged: the middleware logs nothing, Faust's web server runs without an
-access log, and ``Settings`` keeps the token in a ``SecretStr``. A token in a URL can end up in
-a proxy's or a browser's history; prefer the header where the client allows it.
+The token is never logged: the middleware logs nothing, ``Settings`` keeps the token in a
+``SecretStr``, and a filter on aiohttp's loggers masks ``token=`` query values (and the token
+itself) in access and error logs, for servers that run with an access log. A token in a URL can
+still end up in a proxy's or a browser's history; prefer the header where the client allows it.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -76,10 +79,44 @@ def token_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awa
     return require_token
 
 
+_TOKEN_PARAM = re.compile(r"(?i)([?&]token=)[^&\s\"']*")
+#: aiohttp's loggers that can print a request line or URL
+AIOHTTP_LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web")
+
+
+class RedactTokenFilter(logging.Filter):
+    """Masks ``token=...`` query values and the configured token in log records.
+
+    >>> f = RedactTokenFilter("s3cret")
+    >>> rec = logging.LogRecord("aiohttp.access", 20, "", 0, 'GET /x?a=1&token=s3cret HTTP/1.1', None, None)
+    >>> f.filter(rec), rec.getMessage()
+    (True, 'GET /x?a=1&token=*** HTTP/1.1')
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = _TOKEN_PARAM.sub(r"\1***", msg)
+        if self.secret:
+            clean = clean.replace(self.secret, "***")
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
 def install_token_auth(web_app: web.Application, settings: Settings) -> None:
     """Add :func:`token_middleware` to an aiohttp application once (idempotent), in front of
-    every route, so the metrics, health and dashboard modules can each call it safely."""
+    every route, so the metrics, health and dashboard modules can each call it safely; and mask
+    tokens in aiohttp's logs."""
     if web_app.get(_INSTALLED):
         return
     web_app.middlewares.insert(0, token_middleware(settings))
     web_app[_INSTALLED] = True
+    secret = settings.web_token.get_secret_value() if settings.web_token else None
+    for name in AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokenFilter) and f.secret == secret for f in logger.filters):
+            logger.addFilter(RedactTokenFilter(secret))

@@ -46,6 +46,8 @@ class RecordLike(Protocol):
     def offset(self) -> int: ...
     @property
     def timestamp_ms(self) -> int | None: ...
+    @property
+    def highwater(self) -> int | None: ...
 
 
 @dataclass
@@ -218,8 +220,8 @@ class Watchdog:
             if st.first_received is None or (st.handled < 0 and r.offset < st.first_received):
                 st.first_received = r.offset
             st.received = max(st.received, r.offset)
-            if st.highwater is None or st.highwater <= r.offset:
-                st.highwater = r.offset + 1  # the log reaches at least this far
+            # the log reaches at least past this record, and as far as the fetch said
+            st.highwater = max(st.highwater or 0, r.offset + 1, r.highwater or 0)
         for tp in {(r.topic, r.partition) for r in records}:
             self._update_waiting(self.partitions[tp], now)
 
