@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
 #: the model summary is read from Redis at most this often, at scrape time (seconds)
 MODEL_SUMMARY_TTL_S = 5.0
+#: the broker is asked for the input partitions' end offsets at most this often (seconds)
+OFFSETS_EVERY_S = 2.0
 
 
 class CountingOutputs:
@@ -116,7 +118,8 @@ class Ops:
         self._held = asyncio.Event()  # never set: ingestion waits here after an agent crash
         self._last_status = "ok"
         self._last_logged = -1e18
-        self._report: Report | None = None
+        self._offsets_task: asyncio.Future[None] | None = None
+        self._offsets_at = -1e18
         self.metrics = PipelineMetrics(
             Sources(
                 ingest=lambda: self.ingestor.stats if self.ingestor is not None else None,
@@ -162,8 +165,7 @@ class Ops:
 
     # --- health --------------------------------------------------------------------------
     def report(self) -> Report:
-        self._report = self.watchdog.check(self.mono())
-        return self._report
+        return self.watchdog.check(self.mono())
 
     async def tick(self) -> Report:
         """One watchdog round: refresh offsets from the consumer, judge, log, maybe exit."""
@@ -193,28 +195,37 @@ class Ops:
         self.watchdog.assignment([(tp.topic, tp.partition) for tp in assigned], now)
         if not assigned:
             return
-        try:
-            # a ListOffsets request from the consumer's own thread: works even when fetching is stuck
-            hw = await asyncio.wait_for(consumer.highwaters(*assigned), timeout=max(2.0, self.settings.watchdog_interval_s))
-        except Exception as exc:  # noqa: BLE001 - the broker may be away; judge on what we know
-            log.debug("watchdog: end offsets unavailable: %s", exc)
-            hw = {}
-        committed = getattr(consumer, "_committed_offset", {})  # Faust's view of the group's commits
-        self.watchdog.offsets(
-            {(tp.topic, tp.partition): v for tp, v in hw.items() if v is not None},
-            {(tp.topic, tp.partition): committed.get(tp) for tp in assigned},
-            self.mono(),
-        )
-        unknown = [tp for tp in assigned
-                   if (st := self.watchdog.partitions.get((tp.topic, tp.partition))) is not None and st.needs_start()]
-        if unknown:  # never committed, nothing received: the group starts at the log's first offset
+        cached: dict[tuple[str, int], int] = {}
+        for tp in assigned:  # the end offsets of the last fetch responses (no request)
             try:
-                first = await asyncio.wait_for(consumer.earliest_offsets(*unknown), timeout=2.0)
-            except Exception as exc:  # noqa: BLE001
-                log.debug("watchdog: first offsets unavailable: %s", exc)
-                first = {}
-            self.watchdog.offsets({}, {}, self.mono(),
-                                  earliest={(tp.topic, tp.partition): v for tp, v in first.items() if v is not None})
+                hw = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001
+                continue
+            if hw is not None:
+                cached[(tp.topic, tp.partition)] = hw
+        committed = getattr(consumer, "_committed_offset", {})  # Faust's view of the group's commits
+        self.watchdog.offsets(cached, {(tp.topic, tp.partition): committed.get(tp) for tp in assigned}, now)
+        # Fetch responses stop when fetching is stuck (the silent stall), so the end offsets are
+        # also asked of the broker, in the background: a ListOffsets request waits behind the
+        # consumer's long-polling fetch (~1 s here), longer than a watchdog tick should take.
+        if (self._offsets_task is None or self._offsets_task.done()) and now - self._offsets_at >= OFFSETS_EVERY_S:
+            self._offsets_at = now
+            self._offsets_task = asyncio.ensure_future(self._refresh_offsets(consumer, assigned))
+
+    async def _refresh_offsets(self, consumer: Any, assigned: list[Any]) -> None:
+        try:
+            hw = await asyncio.wait_for(consumer.highwaters(*assigned), timeout=10.0)
+            self.watchdog.offsets({(tp.topic, tp.partition): v for tp, v in hw.items() if v is not None}, {},
+                                  self.mono())
+            unknown = [tp for tp in assigned
+                       if (st := self.watchdog.partitions.get((tp.topic, tp.partition))) is not None
+                       and st.needs_start()]
+            if unknown:  # never committed, nothing received: the group starts at the log's first offset
+                first = await asyncio.wait_for(consumer.earliest_offsets(*unknown), timeout=10.0)
+                self.watchdog.offsets({}, {}, self.mono(),
+                                      earliest={(tp.topic, tp.partition): v for tp, v in first.items() if v is not None})
+        except Exception as exc:  # noqa: BLE001 - the broker may be away; judge on what we know
+            log.debug("watchdog: offsets unavailable: %s", exc)
 
     def _log(self, rep: Report) -> None:
         now = self.mono()
@@ -222,8 +233,7 @@ class Ops:
             if self._last_status != rep.status or now - self._last_logged >= LOG_EVERY_S:
                 exiting = (f"exiting in {rep.exit_in_s:.0f}s unless it recovers" if self.settings.watchdog_exit
                            else "WATCHDOG_EXIT is off: not exiting")
-                log.error("watchdog: worker %s for %.0fs: %s; %s", rep.status.upper(), rep.unhealthy_for_s,
-                          "; ".join(rep.reasons), exiting)
+                log.error("watchdog: worker %s: %s; %s", rep.status.upper(), "; ".join(rep.reasons), exiting)
                 self._last_logged = now
         elif rep.status == "degraded" and self._last_status != "degraded":
             log.warning("watchdog: worker degraded: %s", "; ".join(rep.reasons))
