@@ -277,17 +277,19 @@ def simulate(customers: int, days: int, seed: int, start: str, out: str, truth: 
 
     cfg = SimConfig(customers=customers, days=days, seed=seed, start=datetime.fromisoformat(start).astimezone(timezone.utc))
     sim = Simulator(cfg)
-    with Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as p:
-        task = p.add_task("simulate", total=None)
+    start_ms = int(cfg.start.timestamp() * 1000)
+    with Progress(TextColumn("simulate: day"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[events]:,} events"),
+                  TimeElapsedColumn(), console=console) as p:
+        task = p.add_task("simulate", total=days, events=0)
 
         def counted():  # type: ignore[no-untyped-def]
             for i, e in enumerate(sim.events(), start=1):
                 if i % 5000 == 0:
-                    p.update(task, completed=i)
+                    p.update(task, completed=min(days, (e.ts_ms - start_ms) // 86_400_000 + 1), events=i)
                 yield e
 
         n = write_jsonl(out, counted())
-        p.update(task, completed=n)
+        p.update(task, completed=days, events=n)
     console.print(f"wrote {n} events for {customers} customers over {days} days to {out}")
     if truth:
         write_truth(truth, sim.truth())
