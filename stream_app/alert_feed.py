@@ -28,6 +28,7 @@ async def tail_alerts(
     from_beginning: bool = False,
     follow: bool = False,
     poll_ms: int = 1000,
+    backlog_timeout_s: float = 60.0,
     **client_kwargs: Any,
 ) -> AsyncIterator[dict[str, Any]]:
     """The last ``last`` alerts (all of them with ``from_beginning``), oldest first, then, with
@@ -57,10 +58,10 @@ async def tail_alerts(
         backlog: list[tuple[int, int, int, dict[str, Any]]] = []
         newer: list[tuple[int, int, int, dict[str, Any]]] = []  # published while reading the backlog
         remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
-        while remaining:
+        deadline = asyncio.get_running_loop().time() + backlog_timeout_s
+        while remaining and asyncio.get_running_loop().time() < deadline:
+            # an empty fetch is not the end (a busy broker may answer before it has data)
             batch = await consumer.getmany(*remaining, timeout_ms=poll_ms)
-            if not batch:
-                break
             for tp, msgs in batch.items():
                 for m in msgs:
                     alert = _decode(m.value)

@@ -35,8 +35,10 @@ async def produce(bootstrap: str, topic: str, alerts: list[Alert]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for a in alerts:  # one at a time: publish order is the order of the list
-            await producer.send_and_wait(topic, a.model_dump_json().encode(), key=a.customer_id.encode())
+        base = int(time.time() * 1000)
+        for i, a in enumerate(alerts):  # distinct timestamps: publish order is the order of the list
+            await producer.send_and_wait(topic, a.model_dump_json().encode(), key=a.customer_id.encode(),
+                                         timestamp_ms=base + 10 * i)
     finally:
         await producer.stop()
 
