@@ -16,8 +16,11 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -186,6 +189,54 @@ class PipelineCollector(Collector):
         yield from (lag, age, stalled_for, last_ts, healthy, status, stalled, stalls, exit_in)
 
 
+class BatchHistogram(Collector):
+    """A labelled histogram fed a batch of observations at a time.
+
+    ``prometheus_client.Histogram.observe`` takes a lock and walks the buckets per call, ~5 us;
+    with two stages per record that was the largest cost of the observer. This one bisects
+    into plain lists (the worker observes and is scraped on one event loop) and is exposed as
+    an ordinary histogram.
+
+    >>> h = BatchHistogram("x_seconds", "doc", "stage", (0.1, 1.0))
+    >>> h.observe_many("a", [0.05, 0.5, 0.5, 7.0])
+    >>> [(s.name, s.labels.get("le"), s.value) for s in next(iter(h.collect())).samples][:4]
+    [('x_seconds_bucket', '0.1', 1), ('x_seconds_bucket', '1.0', 3), ('x_seconds_bucket', '+Inf', 4), ('x_seconds_count', None, 4)]
+    """
+
+    def __init__(self, name: str, doc: str, label: str, buckets: Sequence[float]) -> None:
+        self.name, self.doc, self.label = name, doc, label
+        self.bounds = sorted(float(b) for b in buckets)
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe_many(self, value: str, observations: Sequence[float]) -> None:
+        if not observations:
+            return
+        counts = self._counts.get(value)
+        if counts is None:
+            counts = self._counts[value] = [0] * (len(self.bounds) + 1)
+            self._sums[value] = 0.0
+        bounds, total = self.bounds, 0.0
+        for v in observations:
+            v = v if v > 0 else 0.0
+            counts[bisect_left(bounds, v)] += 1
+            total += v
+        self._sums[value] += total
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        fam = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, counts in sorted(self._counts.items()):
+            cumulative, acc = [], 0
+            for bound, n in zip([*self.bounds, float("inf")], counts):
+                acc += n
+                cumulative.append((floatToGoString(bound), acc))
+            fam.add_metric([value], cumulative, sum_value=self._sums[value])
+        yield fam
+
+
 class PipelineMetrics:
     """The worker's own registry: recorded metrics plus the scrape-time collector."""
 
@@ -198,12 +249,13 @@ class PipelineMetrics:
             "churnstream_events_consumed", "Records handed to the ingestor, by input topic", ["topic"],
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "churnstream_event_latency_seconds",
             "Seconds from the record's Kafka timestamp (produced) to a pipeline stage: "
             "applied (state in Redis), published (scores and alerts out, progress saved)",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "stage", LATENCY_BUCKETS,
         )
+        self.registry.register(self.latency)
         self.crashes = Counter(
             "churnstream_agent_crashes", "Agent tasks that crashed, by agent", ["agent"], registry=self.registry,
         )
@@ -215,10 +267,10 @@ class PipelineMetrics:
 
     def stage(self, stage: str, records: Sequence["Record"], now: float) -> None:
         """Observe each record's latency to ``stage`` (records without a timestamp are skipped)."""
-        child = self.latency.labels(stage)
-        for r in records:
-            if r.timestamp_ms is not None and r.timestamp_ms > 0:
-                child.observe(max(0.0, now - r.timestamp_ms / 1000))
+        now_ms = now * 1000
+        self.latency.observe_many(
+            stage, [(now_ms - r.timestamp_ms) / 1000 for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
+        )
 
     def render(self) -> bytes:
         """The exposition text (Prometheus text format 0.0.4)."""

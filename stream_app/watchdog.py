@@ -29,7 +29,7 @@ that was idle for an hour is not "stalled" the instant a record arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence
 
 TP = tuple[str, int]
 Status = Literal["ok", "degraded", "stalled", "crashed"]
@@ -153,6 +153,26 @@ class Report:
         }
 
 
+def _by_partition(records: Sequence[RecordLike]) -> dict[TP, list[Any]]:
+    """Per partition of a batch: [lowest offset, highest offset, highest log-end offset seen,
+    timestamp of the highest offset] (one pass: batches hold hundreds of records)."""
+    out: dict[TP, list[Any]] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        cur = out.get(key)
+        if cur is None:
+            out[key] = [r.offset, r.offset, r.highwater or 0, r.timestamp_ms]
+            continue
+        if r.offset < cur[0]:
+            cur[0] = r.offset
+        if r.offset > cur[1]:
+            cur[1] = r.offset
+            cur[3] = r.timestamp_ms
+        if r.highwater is not None and r.highwater > cur[2]:
+            cur[2] = r.highwater
+    return out
+
+
 @dataclass
 class Watchdog:
     """Per-partition progress and the worker's health verdict. Times are monotonic seconds."""
@@ -215,28 +235,26 @@ class Watchdog:
 
     def received(self, records: Sequence[RecordLike], now: float) -> None:
         """A batch was handed to the ingestor."""
-        for r in records:
-            st = self._state((r.topic, r.partition), now)
-            if st.first_received is None or (st.handled < 0 and r.offset < st.first_received):
-                st.first_received = r.offset
-            st.received = max(st.received, r.offset)
-            # the log reaches at least past this record, and as far as the fetch said
-            st.highwater = max(st.highwater or 0, r.offset + 1, r.highwater or 0)
-        for tp in {(r.topic, r.partition) for r in records}:
-            self._update_waiting(self.partitions[tp], now)
+        for tp, (lo, hi, hw, _) in _by_partition(records).items():
+            st = self._state(tp, now)
+            if st.first_received is None or (st.handled < 0 and lo < st.first_received):
+                st.first_received = lo
+            st.received = max(st.received, hi)
+            # the log reaches at least past these records, and as far as the fetch said
+            st.highwater = max(st.highwater or 0, hi + 1, hw)
+            self._update_waiting(st, now)
 
     def handled(self, records: Sequence[RecordLike], now: float) -> None:
         """A batch is done (applied, published, progress saved)."""
-        for r in records:
-            st = self._state((r.topic, r.partition), now)
-            if r.offset > st.handled:
-                st.handled = r.offset
+        for tp, (_, hi, _, ts_ms) in _by_partition(records).items():
+            st = self._state(tp, now)
+            if hi > st.handled:
+                st.handled = hi
                 st.last_progress = now
-                if r.timestamp_ms is not None:
-                    st.last_event_ts = r.timestamp_ms / 1000
-            st.received = max(st.received, r.offset)
-        for tp in {(r.topic, r.partition) for r in records}:
-            self._update_waiting(self.partitions[tp], now)
+                if ts_ms is not None:
+                    st.last_event_ts = ts_ms / 1000
+            st.received = max(st.received, hi)
+            self._update_waiting(st, now)
 
     def dependency_errors(self, total: int, now: float) -> None:
         """The ingestor's running count of Redis/broker errors it is retrying through."""
