@@ -34,6 +34,8 @@ from schemas import Alert, DeadLetter, ScoreSnapshot
 import orjson
 
 from .ingest import TRANSIENT_ERRORS, Ingestor, Record, StateLostError
+from .observer import PipelineObserver
+from .ops import mount_ops
 from .scorer import Learner
 from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, Settings
 from .state import StateStore
@@ -112,12 +114,14 @@ class Runtime:
         self._lock = asyncio.Lock()
         #: records the ingestor holds (not done), by key: acknowledged when done
         self.held: dict[RecordKey, list[Any]] = {}
+        self.observer: PipelineObserver | None = None  # set by stream_app.ops.mount_ops
 
     async def ingestor(self) -> Ingestor:
         async with self._lock:
             if self._ingestor is None:
                 store = StateStore(redis_client(self.settings), self.settings)
-                self._ingestor = Ingestor(store, self.settings, self.outputs, inline_learner=False)
+                self._ingestor = Ingestor(store, self.settings, self.outputs, inline_learner=False,
+                                          observer=self.observer)
             return self._ingestor
 
     async def learner(self) -> Learner:
@@ -160,7 +164,8 @@ def _ingest_agent(runtime: Runtime) -> Callable[[faust.StreamT], Any]:
             consumer = stream.app.consumer
             records = [
                 Record(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                       consumer.highwater(e.message.tp))
+                       consumer.highwater(e.message.tp),
+                       timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None)
                 for e in events
             ]
             try:
@@ -287,5 +292,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     for logical, topic in topics.items():
         app.agent(topic, name=f"stream_app.ingest_{logical}")(_ingest_agent(runtime))
     _wire_lifecycle(app, runtime)
+    mount_ops(app, settings, runtime)  # /metrics, /health, watchdog, WEB_TOKEN (stream_app/ops.py)
     app.runtime = runtime  # type: ignore[attr-defined]  # for tools and tests
     return app

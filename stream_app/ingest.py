@@ -38,6 +38,7 @@ from redis.exceptions import BusyLoadingError
 from schemas import DeadLetter, format_errors
 
 from .decoding import check_not_future, decode
+from .observer import PipelineObserver
 from .ordering import END_OF_TIME, TP, GroupAligner
 from .scorer import Learner, ModelHolder, Outputs, Scorer
 from .settings import INPUT_TOPICS, Settings
@@ -70,6 +71,8 @@ class Record:
     #: the partition's log-end offset when fetched (None: unknown); a partition whose records
     #: are all handled is idle and does not hold the event-time watermark back
     highwater: int | None = None
+    #: the record's Kafka timestamp (ms), for the processing-latency metrics (None: unknown)
+    timestamp_ms: int | None = None
 
 
 class StateLostError(RuntimeError):
@@ -112,7 +115,9 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         model: ModelHolder | None = None,
         inline_learner: bool = True,
+        observer: PipelineObserver | None = None,  # ops: metrics and watchdog (stream_app/ops.py)
     ) -> None:
+        self.observer = observer
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -212,10 +217,14 @@ class Ingestor:
         may include records held from earlier batches. The others are held."""
         if not records:
             return []
+        if self.observer is not None:  # ops observation point 1/3
+            await self.observer.received(records, self.clock())
         async with self._lock:
             done = await self._take(records)
             done.extend(await self._pump())
             self.stats.batches += 1
+            if self.observer is not None:  # ops observation point 2/3
+                self.observer.done(done, self.clock())
             return done
 
     async def pump(self) -> list[RecordKey]:
@@ -224,7 +233,10 @@ class Ingestor:
         if self._lock.locked():  # a batch is being handled: it pumps on its way out
             return []
         async with self._lock:
-            return await self._pump()
+            done = await self._pump()
+            if self.observer is not None and done:  # ops observation point 3/3
+                self.observer.done(done, self.clock())
+            return done
 
     async def _take(self, records: Sequence[Record]) -> list[RecordKey]:
         logical = self.settings.input_topics

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 #: event produced -> stage reached: tens of milliseconds live, minutes during a backlog
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-#: the latency histogram's ``stage`` label values
-STAGE_APPLIED = "applied"
-STAGE_PUBLISHED = "published"
+#: the latency histogram's ``stage`` label values: handed to the ingestor; done (applied and
+#: scored, alerts and scores published, or dead-lettered: the offset may be committed)
+STAGE_RECEIVED = "received"
+STAGE_PROCESSED = "processed"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUSES = ("ok", "degraded", "stalled", "crashed")
 
@@ -252,7 +253,7 @@ class PipelineMetrics:
         self.latency = BatchHistogram(
             "churnstream_event_latency_seconds",
             "Seconds from the record's Kafka timestamp (produced) to a pipeline stage: "
-            "applied (state in Redis), published (scores and alerts out, progress saved)",
+            "received (handed to the ingestor), processed (applied and scored, alerts and scores published)",
             "stage", LATENCY_BUCKETS,
         )
         self.registry.register(self.latency)
@@ -265,12 +266,10 @@ class PipelineMetrics:
         for topic, n in Tally(r.topic for r in records).items():
             self.consumed.labels(topic).inc(n)
 
-    def stage(self, stage: str, records: Sequence["Record"], now: float) -> None:
-        """Observe each record's latency to ``stage`` (records without a timestamp are skipped)."""
+    def stage(self, stage: str, timestamps_ms: Iterable[int | None], now: float) -> None:
+        """Observe the latency to ``stage`` of records with these Kafka timestamps (None: skipped)."""
         now_ms = now * 1000
-        self.latency.observe_many(
-            stage, [(now_ms - r.timestamp_ms) / 1000 for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
-        )
+        self.latency.observe_many(stage, [(now_ms - t) / 1000 for t in timestamps_ms if t])
 
     def render(self) -> bytes:
         """The exposition text (Prometheus text format 0.0.4)."""

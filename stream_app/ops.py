@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from aiohttp import web
 
 from .faults import FaultInjector
-from .metrics import CONTENT_TYPE, STAGE_APPLIED, STAGE_PUBLISHED, PipelineMetrics, Sources
+from .metrics import CONTENT_TYPE, STAGE_PROCESSED, STAGE_RECEIVED, PipelineMetrics, Sources
+from .observer import RecordKey
 from .security import install_token_auth, is_authenticated
 from .settings import Settings
 from .watchdog import Report, Watchdog
@@ -119,6 +120,9 @@ class Ops:
         self._last_status = "ok"
         self._last_logged = -1e18
         self._offsets_task: asyncio.Future[None] | None = None
+        #: Kafka timestamps of records received and not done yet, for the latency histogram
+        self._timestamps: dict[RecordKey, int | None] = {}
+        self._assigned: frozenset[tuple[str, int]] = frozenset()
         self._offsets_at = -1e18
         self.metrics = PipelineMetrics(
             Sources(
@@ -139,6 +143,10 @@ class Ops:
     # --- PipelineObserver ----------------------------------------------------------------
     async def received(self, records: Sequence["Record"], now: float) -> None:
         self.metrics.received(records)
+        self.metrics.stage(STAGE_RECEIVED, (r.timestamp_ms for r in records), now)
+        ts = self._timestamps
+        for r in records:  # until done (held records wait for event-time order)
+            ts[(r.topic, r.partition, r.offset)] = r.timestamp_ms
         self.watchdog.received(records, self.mono())
         if self.watchdog.crashes:
             r = records[0]
@@ -147,12 +155,11 @@ class Ops:
             await self._held.wait()
         await self.faults.before_batch(records)
 
-    def applied(self, records: Sequence["Record"], now: float) -> None:
-        self.metrics.stage(STAGE_APPLIED, records, now)
-
-    def published(self, records: Sequence["Record"], now: float) -> None:
-        self.metrics.stage(STAGE_PUBLISHED, records, now)
-        self.watchdog.handled(records, self.mono())
+    def done(self, keys: Sequence[RecordKey], now: float) -> None:
+        pop = self._timestamps.pop
+        items = [(t, p, o, pop((t, p, o), None)) for t, p, o in keys]
+        self.metrics.stage(STAGE_PROCESSED, (i[3] for i in items), now)
+        self.watchdog.done(items, self.mono())
 
     # --- agent crashes ---------------------------------------------------------------------
     async def on_agent_error(self, agent: Any, exc: BaseException) -> None:
@@ -192,7 +199,11 @@ class Ops:
         except Exception:  # noqa: BLE001 - consumer not started yet (or rebalancing)
             return
         now = self.mono()
-        self.watchdog.assignment([(tp.topic, tp.partition) for tp in assigned], now)
+        owned = frozenset((tp.topic, tp.partition) for tp in assigned)
+        self.watchdog.assignment(owned, now)
+        if owned != self._assigned:  # revoked partitions' held records are re-fetched elsewhere
+            self._assigned = owned
+            self._timestamps = {k: v for k, v in self._timestamps.items() if (k[0], k[1]) in owned}
         if not assigned:
             return
         cached: dict[tuple[str, int], int] = {}

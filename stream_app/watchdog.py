@@ -2,22 +2,28 @@
 
 Faust consumers are known to stall silently: the process runs, the group membership holds,
 and nothing is processed while records pile up. Per assigned input partition the watchdog
-knows the lag (log-end offset minus the next offset to process) and when it last made
-progress, and it classifies the worker:
+knows the lag (log-end offset minus the first offset not yet done), the records handed to the
+ingestor and not yet done, and when the partition last made progress, and it classifies the
+worker:
 
-* ``ok``: every partition with input waiting made progress within ``stall_after_s``;
+* ``ok``: input that waits is being worked through;
 * ``degraded``: Redis or the broker failed within the last ``stall_after_s`` (the ingestor
   is retrying; a restart would not help, so no exit);
-* ``stalled``: a partition has had input waiting and no progress for ``stall_after_s``;
+* ``stalled``: a partition has had input waiting and its partition group no progress for
+  ``stall_after_s``;
 * ``crashed``: an agent task crashed (Faust would restart it, but the failed batch was not
   applied, so the process must restart for it to be redelivered).
 
 A stall or crash that lasts ``grace_s`` more asks the process to exit (``Report.exit_now``);
 the supervisor (systemd, Kubernetes, docker ``restart:``) restarts it and Kafka redelivers
-everything not yet acknowledged. Input waiting means: a batch was handed to the ingestor and
-is not finished, or the log-end offset is beyond the next offset to process. The stall clock
-starts at the later of the last progress and the moment input started waiting, so a partition
-that was idle for an hour is not "stalled" the instant a record arrives.
+everything not yet acknowledged.
+
+Progress is judged per partition *group* (by default the partition number): the ingestor holds
+a record until every input topic of its group has passed its event time
+(``stream_app.ordering``), so a partition whose records wait for a sibling that is working
+through a backlog is not stuck, while a group in which nothing is done is. The stall clock
+starts at the later of the group's last progress and the moment input started waiting, so a
+partition that was idle for an hour is not "stalled" the instant a record arrives.
 
 >>> wd = Watchdog(stall_after_s=10, grace_s=5)
 >>> wd.assignment([("cs.activity", 0)], now=0.0)
@@ -29,7 +35,7 @@ that was idle for an hour is not "stalled" the instant a record arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Hashable, Iterable, Literal, Mapping, Protocol, Sequence
 
 TP = tuple[str, int]
 Status = Literal["ok", "degraded", "stalled", "crashed"]
@@ -57,8 +63,12 @@ class PartitionState:
     topic: str
     partition: int
     since: float
+    #: highest offset done (applied and scored, dead-lettered, or skipped as redelivered)
     handled: int = -1
+    #: highest offset handed to the ingestor
     received: int = -1
+    #: offsets handed to the ingestor and not done yet (held for event-time order, or in flight)
+    pending: set[int] = field(default_factory=set)
     first_received: int | None = None
     highwater: int | None = None
     committed: int | None = None
@@ -69,11 +79,11 @@ class PartitionState:
     waiting_since: float | None = None
 
     def next_offset(self) -> int | None:
-        """The next offset this process will process (None: not known yet)."""
-        if self.handled >= 0:
-            return self.handled + 1
-        if self.first_received is not None:
-            return self.first_received
+        """The first offset not done yet (None: not known yet)."""
+        if self.pending:
+            return min(self.pending)
+        if self.handled >= 0 or self.received >= 0:
+            return max(self.handled, self.received) + 1
         return self.committed if self.committed is not None else self.earliest
 
     def needs_start(self) -> bool:
@@ -87,7 +97,7 @@ class PartitionState:
         return max(0, self.highwater - nxt)
 
     def waiting(self) -> bool:
-        return self.received > self.handled or (self.lag() or 0) > 0
+        return bool(self.pending) or (self.lag() or 0) > 0
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ class PartitionReport:
     stalled_for_s: float
     #: seconds since the partition last made progress (None: none in this process yet)
     progress_age_s: float | None
-    #: Kafka timestamp (Unix seconds) of the last record handled
+    #: Kafka timestamp (Unix seconds) of the highest offset done
     last_event_ts: float | None
 
 
@@ -154,23 +164,23 @@ class Report:
 
 
 def _by_partition(records: Sequence[RecordLike]) -> dict[TP, list[Any]]:
-    """Per partition of a batch: [lowest offset, highest offset, highest log-end offset seen,
-    timestamp of the highest offset] (one pass: batches hold hundreds of records)."""
+    """Per partition of a batch: [offsets, highest log-end offset seen] (one pass: batches
+    hold hundreds of records)."""
     out: dict[TP, list[Any]] = {}
     for r in records:
         key = (r.topic, r.partition)
         cur = out.get(key)
         if cur is None:
-            out[key] = [r.offset, r.offset, r.highwater or 0, r.timestamp_ms]
-            continue
-        if r.offset < cur[0]:
-            cur[0] = r.offset
-        if r.offset > cur[1]:
-            cur[1] = r.offset
-            cur[3] = r.timestamp_ms
-        if r.highwater is not None and r.highwater > cur[2]:
-            cur[2] = r.highwater
+            cur = out[key] = [[], 0]
+        cur[0].append(r.offset)
+        if r.highwater is not None and r.highwater > cur[1]:
+            cur[1] = r.highwater
     return out
+
+
+def by_partition_number(tp: TP) -> int:
+    """The ingestor's partition group: the same partition number across the input topics."""
+    return tp[1]
 
 
 @dataclass
@@ -179,7 +189,10 @@ class Watchdog:
 
     stall_after_s: float
     grace_s: float
+    #: which partitions make progress together (see the module docstring)
+    group_of: Callable[[TP], Hashable] = by_partition_number
     partitions: dict[TP, PartitionState] = field(default_factory=dict)
+    group_progress: dict[Hashable, float] = field(default_factory=dict)
     crashes: list[Crash] = field(default_factory=list)
     last_dependency_error: float | None = None
     stalls_total: int = 0
@@ -235,25 +248,34 @@ class Watchdog:
 
     def received(self, records: Sequence[RecordLike], now: float) -> None:
         """A batch was handed to the ingestor."""
-        for tp, (lo, hi, hw, _) in _by_partition(records).items():
+        for tp, (offsets, hw) in _by_partition(records).items():
             st = self._state(tp, now)
+            lo, hi = min(offsets), max(offsets)
             if st.first_received is None or (st.handled < 0 and lo < st.first_received):
                 st.first_received = lo
+            st.pending.update(offsets)  # a redelivered one is reported done at once
             st.received = max(st.received, hi)
             # the log reaches at least past these records, and as far as the fetch said
             st.highwater = max(st.highwater or 0, hi + 1, hw)
             self._update_waiting(st, now)
 
-    def handled(self, records: Sequence[RecordLike], now: float) -> None:
-        """A batch is done (applied, published, progress saved)."""
-        for tp, (_, hi, _, ts_ms) in _by_partition(records).items():
+    def done(self, items: Iterable[tuple[str, int, int, int | None]], now: float) -> None:
+        """Records done: (topic, partition, offset, Kafka timestamp in ms or None)."""
+        touched: set[TP] = set()
+        for topic, partition, offset, ts_ms in items:
+            tp = (topic, partition)
             st = self._state(tp, now)
-            if hi > st.handled:
-                st.handled = hi
-                st.last_progress = now
+            st.pending.discard(offset)
+            if offset > st.handled:
+                st.handled = offset
                 if ts_ms is not None:
                     st.last_event_ts = ts_ms / 1000
-            st.received = max(st.received, hi)
+            st.received = max(st.received, offset)
+            touched.add(tp)
+        for tp in touched:
+            st = self.partitions[tp]
+            st.last_progress = now
+            self.group_progress[self.group_of(tp)] = now
             self._update_waiting(st, now)
 
     def dependency_errors(self, total: int, now: float) -> None:
@@ -279,8 +301,9 @@ class Watchdog:
             stalled_for = 0.0
             if waiting:
                 ref = st.waiting_since if st.waiting_since is not None else st.since
-                if st.last_progress is not None:
-                    ref = max(ref, st.last_progress)
+                group_progress = self.group_progress.get(self.group_of(tp))
+                if group_progress is not None:
+                    ref = max(ref, group_progress)
                 if self.last_dependency_error is not None:
                     # retrying through an outage is activity, not a stall
                     ref = max(ref, self.last_dependency_error)

@@ -135,7 +135,7 @@ def test_metrics_health_and_token(ops_env: dict[str, str], ops_worker: tuple[sub
     dupes = total(fams, "churnstream_events_duplicates")
     dead = total(fams, "churnstream_events_dead_lettered")
     redelivered = total(fams, "churnstream_events_redelivered")
-    assert dead == len(invalid) and dupes == 2 and applied > 0
+    assert dead == len(invalid) and applied > 0
     assert applied + dupes + dead + redelivered == consumed
     assert total(fams, "churnstream_events_dead_lettered", topic=ops_env["TOPIC_PREFIX"] + "activity") == 4
     assert total(fams, "churnstream_alerts", kind="detractor") == 1
@@ -143,7 +143,7 @@ def test_metrics_health_and_token(ops_env: dict[str, str], ops_worker: tuple[sub
     assert total(fams, "churnstream_scores_published") > 0 and total(fams, "churnstream_customers_scored") > 0
     lat = {s.labels["stage"]: s.value for s in fams["churnstream_event_latency_seconds"].samples
            if s.name == "churnstream_event_latency_seconds_count"}
-    assert lat == {"applied": consumed, "published": consumed}
+    assert lat == {"received": consumed, "processed": consumed}
     assert [s.value for s in fams["churnstream_worker_healthy"].samples] == [1.0]
     assert len(lags) == 12 and not any(lags), lags  # 4 input topics x 3 partitions, all caught up
     assert fams["churnstream_last_processed_event_timestamp_seconds"].samples

@@ -23,6 +23,11 @@ def recs(tp: tuple[str, int], *offsets: int) -> list[R]:
     return [R(tp[0], tp[1], o, 1_700_000_000_000 + o) for o in offsets]
 
 
+def keys(tp: tuple[str, int], *offsets: int) -> list[tuple[str, int, int, int | None]]:
+    """Done records as the ops observer reports them: (topic, partition, offset, Kafka timestamp)."""
+    return [(tp[0], tp[1], o, 1_700_000_000_000 + o) for o in offsets]
+
+
 def wd(stall: float = 10, grace: float = 5) -> Watchdog:
     w = Watchdog(stall_after_s=stall, grace_s=grace)
     w.assignment([A0, A1], now=0)
@@ -42,7 +47,7 @@ def test_progress_keeps_a_busy_partition_ok() -> None:
     for t in range(0, 100, 5):  # a batch every 5 s, a backlog always waiting
         w.received(recs(A0, t, t + 1), now=t)
         w.offsets({A0: 1000}, {}, now=t + 1)
-        w.handled(recs(A0, t, t + 1), now=t + 2)
+        w.done(keys(A0, t, t + 1), now=t + 2)
         assert w.check(now=t + 4).status == "ok"
     p = w.check(now=100).partitions[0]
     assert p.waiting and p.lag == 1000 - 97 and p.progress_age_s == 100 - 97
@@ -51,7 +56,7 @@ def test_progress_keeps_a_busy_partition_ok() -> None:
 def test_frozen_batch_stalls_then_exits_after_grace() -> None:
     w = wd(stall=10, grace=5)
     w.received(recs(A0, 0, 1, 2), now=1)
-    w.handled(recs(A0, 0, 1, 2), now=2)
+    w.done(keys(A0, 0, 1, 2), now=2)
     w.received(recs(A0, 3, 4), now=3)  # this batch never finishes
     assert w.check(now=12.9).status == "ok"  # 9.9 s without progress
     rep = w.check(now=13.0)
@@ -67,7 +72,7 @@ def test_frozen_batch_stalls_then_exits_after_grace() -> None:
 def test_stall_clock_starts_when_input_starts_waiting_not_at_the_last_progress() -> None:
     w = wd(stall=10)
     w.received(recs(A0, 0), now=0)
-    w.handled(recs(A0, 0), now=0)
+    w.done(keys(A0, 0), now=0)
     w.offsets({A0: 1}, {}, now=1)  # caught up, then an hour of silence
     w.offsets({A0: 5}, {}, now=3600)  # records arrive
     assert w.check(now=3601).status == "ok"
@@ -92,7 +97,7 @@ def test_recovery_resets_the_countdown() -> None:
     w = wd(stall=10, grace=5)
     w.received(recs(A0, 0), now=0)
     assert w.check(now=11).status == "stalled"
-    w.handled(recs(A0, 0), now=12)
+    w.done(keys(A0, 0), now=12)
     rep = w.check(now=13)
     assert rep.status == "ok" and rep.exit_in_s is None and rep.unhealthy_for_s == 0
     w.received(recs(A0, 1), now=14)
@@ -108,7 +113,7 @@ def test_retrying_through_an_outage_is_degraded_not_stalled_and_never_exits() ->
         rep = w.check(now=t)
         assert rep.status == "degraded" and not rep.exit_now, t
     assert any("Redis or the broker" in r for r in rep.reasons)
-    w.handled(recs(A0, 0, 1), now=121)  # back: the batch goes through
+    w.done(keys(A0, 0, 1), now=121)  # back: the batch goes through
     assert w.check(now=125).status == "degraded"  # errors within the last stall_after_s
     assert w.check(now=131).status == "ok"
     # if the retries stop but nothing moves either, it is a stall again
@@ -139,8 +144,47 @@ def test_report_details_are_json_ready() -> None:
 
     w = wd()
     w.received(recs(A0, 4), now=0)
-    w.handled(recs(A0, 4), now=1)
+    w.done(keys(A0, 4), now=1)
     d = w.check(now=3).as_dict()
     json.dumps(d)
     p0 = d["partitions"][0]
     assert d["status"] == "ok" and p0["progress_age_s"] == 2.0 and p0["last_event_ts"] == 1_700_000_000.004
+
+
+T0 = ("cs.tickets", 0)
+T1 = ("cs.tickets", 1)
+
+
+def test_records_held_for_a_busy_sibling_are_not_stalled() -> None:
+    # activity[0] records wait (event-time order) while tickets[0] works through a backlog
+    w = wd(stall=10)
+    w.assignment([A0, A1, T0, T1], now=0)
+    w.received(recs(A0, 0, 1, 2), now=0)
+    for t in range(1, 60):
+        w.received(recs(T0, t), now=t)
+        w.done(keys(T0, t), now=t)
+        rep = w.check(now=t)
+        assert rep.status == "ok", t
+    assert rep.partitions[0].waiting and rep.partitions[0].lag == 3
+
+
+def test_one_group_stuck_while_another_progresses_is_a_stall() -> None:
+    w = wd(stall=10)
+    w.assignment([A0, A1, T0, T1], now=0)
+    w.received(recs(A0, 0), now=0)  # group 0: held, nothing done
+    for t in range(1, 12):
+        w.received(recs(A1, t), now=t)
+        w.done(keys(A1, t), now=t)
+    rep = w.check(now=11)
+    assert rep.status == "stalled"
+    assert [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
+
+
+def test_held_records_done_out_of_offset_order() -> None:
+    w = wd(stall=10)
+    w.received(recs(A0, 5, 6, 7), now=0)
+    w.done(keys(A0, 6), now=1)  # e.g. 6 was invalid: dead-lettered at once; 5 and 7 held
+    st = w.partitions[A0]
+    assert st.pending == {5, 7} and st.lag() == 3 and st.waiting()
+    w.done(keys(A0, 5, 7), now=2)
+    assert not st.pending and st.lag() == 0 and not st.waiting() and st.last_event_ts == 1_700_000_000.007

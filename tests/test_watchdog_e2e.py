@@ -109,12 +109,12 @@ def test_frozen_agent_fires_the_watchdog(wd_env: dict[str, str], workers: list[W
     assert stalled and all(p["topic"] == env["TOPIC_PREFIX"] + "activity" for p in stalled)
     assert all(p["lag"] >= 1 and p["stalled_for_s"] >= STALL_S for p in stalled)
 
-    # only that agent is frozen: a ticket is still applied
-    replay(env, tmp_path / "c.jsonl", [line("tickets", "t1", "acme", T0_MS, ticket_id="T-1", status="opened")])
-    deadline = time.monotonic() + GRACE_S - 1
-    while customer_json(env, "acme")["open_tickets"] != 1 and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert customer_json(env, "acme")["open_tickets"] == 1
+    # the other agents still run (the web server, the watchdog timer too): a ticket is
+    # received, but held, as the ingestor releases records in event-time order across topics
+    replay(env, tmp_path / "c.jsonl", [line("tickets", "t1", "acme", T0_MS + 9 * HOUR, ticket_id="T-1",
+                                            status="opened")])
+    _, details = w.health()
+    assert details["status"] == "stalled"
 
     rc = w.proc.wait(timeout=GRACE_S + 15)
     assert rc == 70
