@@ -224,7 +224,7 @@ class Ingestor:
             done.extend(await self._pump())
             self.stats.batches += 1
             if self.observer is not None:  # ops observation point 2/3
-                self.observer.done(done, self.clock())
+                self.observer.handled(records, done, self.clock())
             return done
 
     async def pump(self) -> list[RecordKey]:

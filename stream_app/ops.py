@@ -155,6 +155,10 @@ class Ops:
             await self._held.wait()
         await self.faults.before_batch(records)
 
+    def handled(self, records: Sequence["Record"], done: Sequence[RecordKey], now: float) -> None:
+        self.done(done, now)
+        self.watchdog.handled(records, self.mono())
+
     def done(self, keys: Sequence[RecordKey], now: float) -> None:
         pop = self._timestamps.pop
         items = [(t, p, o, pop((t, p, o), None)) for t, p, o in keys]

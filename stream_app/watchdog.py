@@ -34,6 +34,7 @@ partition that was idle for an hour is not "stalled" the instant a record arrive
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Literal, Mapping, Protocol, Sequence
 
@@ -76,7 +77,14 @@ class PartitionState:
     earliest: int | None = None
     last_progress: float | None = None
     last_event_ts: float | None = None
+    #: since when records have been held by the ingestor (pending, no batch in flight)
     waiting_since: float | None = None
+    #: batches of this partition handed to the ingestor and not returned yet, and since when
+    in_flight: int = 0
+    in_flight_since: float | None = None
+    last_received: float | None = None
+    #: since when the log has had records not yet delivered to the ingestor
+    undelivered_since: float | None = None
 
     def next_offset(self) -> int | None:
         """The first offset not done yet (None: not known yet)."""
@@ -96,8 +104,20 @@ class PartitionState:
             return None
         return max(0, self.highwater - nxt)
 
+    def undelivered(self) -> int:
+        """Records in the log not handed to the ingestor yet."""
+        if self.highwater is None:
+            return 0
+        if self.handled >= 0 or self.received >= 0:
+            return max(0, self.highwater - max(self.handled, self.received) - 1)
+        return self.lag() or 0
+
+    def held(self) -> bool:
+        """Records the ingestor returned without finishing (event-time order holds them)."""
+        return bool(self.pending) and self.in_flight == 0
+
     def waiting(self) -> bool:
-        return bool(self.pending) or (self.lag() or 0) > 0
+        return bool(self.pending) or self.in_flight > 0 or self.undelivered() > 0
 
 
 @dataclass(frozen=True)
@@ -207,11 +227,16 @@ class Watchdog:
         return st
 
     def _update_waiting(self, st: PartitionState, now: float) -> None:
-        if st.waiting():
+        if st.held():
             if st.waiting_since is None:
                 st.waiting_since = now
         else:
             st.waiting_since = None
+        if st.undelivered() > 0:
+            if st.undelivered_since is None:
+                st.undelivered_since = now
+        else:
+            st.undelivered_since = None
 
     def assignment(self, tps: Iterable[TP], now: float) -> None:
         """The partitions this process owns now; revoked ones are forgotten, new ones start fresh."""
@@ -255,9 +280,23 @@ class Watchdog:
                 st.first_received = lo
             st.pending.update(offsets)  # a redelivered one is reported done at once
             st.received = max(st.received, hi)
+            st.last_received = now
+            if st.in_flight == 0:
+                st.in_flight_since = now
+            st.in_flight += 1
             # the log reaches at least past these records, and as far as the fetch said
             st.highwater = max(st.highwater or 0, hi + 1, hw)
             self._update_waiting(st, now)
+
+    def handled(self, records: Sequence[RecordLike], now: float) -> None:
+        """The ingestor returned from a batch: its records are done or held now."""
+        for tp in _by_partition(records):
+            st = self.partitions.get(tp)
+            if st is not None and st.in_flight > 0:
+                st.in_flight -= 1
+                if st.in_flight == 0:
+                    st.in_flight_since = None
+                self._update_waiting(st, now)
 
     def done(self, items: Iterable[tuple[str, int, int, int | None]], now: float) -> None:
         """Records done: (topic, partition, offset, Kafka timestamp in ms or None)."""
@@ -298,16 +337,19 @@ class Watchdog:
         for tp in sorted(self.partitions):
             st = self.partitions[tp]
             waiting = st.waiting()
-            stalled_for = 0.0
-            if waiting:
+            # retrying through an outage is activity, not a stall
+            err = self.last_dependency_error if self.last_dependency_error is not None else -math.inf
+            refs: list[float] = []
+            if st.in_flight:  # a batch the ingestor has not returned from
+                refs.append(max(st.in_flight_since if st.in_flight_since is not None else st.since, err))
+            if st.held():  # held for event-time order: waits for its group, which must move
+                group_progress = self.group_progress.get(self.group_of(tp), -math.inf)
                 ref = st.waiting_since if st.waiting_since is not None else st.since
-                group_progress = self.group_progress.get(self.group_of(tp))
-                if group_progress is not None:
-                    ref = max(ref, group_progress)
-                if self.last_dependency_error is not None:
-                    # retrying through an outage is activity, not a stall
-                    ref = max(ref, self.last_dependency_error)
-                stalled_for = max(0.0, now - ref)
+                refs.append(max(ref, group_progress, err))
+            if st.undelivered():  # in the log, not delivered: the consumer must fetch it
+                ref = st.undelivered_since if st.undelivered_since is not None else st.since
+                refs.append(max(ref, st.last_received or -math.inf, st.last_progress or -math.inf, err))
+            stalled_for = max((max(0.0, now - r) for r in refs), default=0.0)
             rep = PartitionReport(
                 topic=st.topic,
                 partition=st.partition,

@@ -28,6 +28,16 @@ def keys(tp: tuple[str, int], *offsets: int) -> list[tuple[str, int, int, int | 
     return [(tp[0], tp[1], o, 1_700_000_000_000 + o) for o in offsets]
 
 
+def batch(w: Watchdog, tp: tuple[str, int], offsets: list[int], now: float, *,
+          done: list[int] | None = None, returned: float | None = None) -> None:
+    """A batch through the ingestor: received at ``now``; at ``returned`` (default: now) the
+    ingestor returns with ``done`` (default: all of them) finished, the rest held."""
+    w.received(recs(tp, *offsets), now=now)
+    at = now if returned is None else returned
+    w.done(keys(tp, *(offsets if done is None else done)), now=at)
+    w.handled(recs(tp, *offsets), now=at)
+
+
 def wd(stall: float = 10, grace: float = 5) -> Watchdog:
     w = Watchdog(stall_after_s=stall, grace_s=grace)
     w.assignment([A0, A1], now=0)
@@ -48,6 +58,7 @@ def test_progress_keeps_a_busy_partition_ok() -> None:
         w.received(recs(A0, t, t + 1), now=t)
         w.offsets({A0: 1000}, {}, now=t + 1)
         w.done(keys(A0, t, t + 1), now=t + 2)
+        w.handled(recs(A0, t, t + 1), now=t + 2)
         assert w.check(now=t + 4).status == "ok"
     p = w.check(now=100).partitions[0]
     assert p.waiting and p.lag == 1000 - 97 and p.progress_age_s == 100 - 97
@@ -55,9 +66,8 @@ def test_progress_keeps_a_busy_partition_ok() -> None:
 
 def test_frozen_batch_stalls_then_exits_after_grace() -> None:
     w = wd(stall=10, grace=5)
-    w.received(recs(A0, 0, 1, 2), now=1)
-    w.done(keys(A0, 0, 1, 2), now=2)
-    w.received(recs(A0, 3, 4), now=3)  # this batch never finishes
+    batch(w, A0, [0, 1, 2], now=1, returned=2)
+    w.received(recs(A0, 3, 4), now=3)  # the ingestor never returns from this batch
     assert w.check(now=12.9).status == "ok"  # 9.9 s without progress
     rep = w.check(now=13.0)
     assert rep.status == "stalled" and not rep.exit_now and rep.exit_in_s == 5
@@ -71,8 +81,7 @@ def test_frozen_batch_stalls_then_exits_after_grace() -> None:
 
 def test_stall_clock_starts_when_input_starts_waiting_not_at_the_last_progress() -> None:
     w = wd(stall=10)
-    w.received(recs(A0, 0), now=0)
-    w.done(keys(A0, 0), now=0)
+    batch(w, A0, [0], now=0)
     w.offsets({A0: 1}, {}, now=1)  # caught up, then an hour of silence
     w.offsets({A0: 5}, {}, now=3600)  # records arrive
     assert w.check(now=3601).status == "ok"
@@ -98,6 +107,7 @@ def test_recovery_resets_the_countdown() -> None:
     w.received(recs(A0, 0), now=0)
     assert w.check(now=11).status == "stalled"
     w.done(keys(A0, 0), now=12)
+    w.handled(recs(A0, 0), now=12)
     rep = w.check(now=13)
     assert rep.status == "ok" and rep.exit_in_s is None and rep.unhealthy_for_s == 0
     w.received(recs(A0, 1), now=14)
@@ -114,6 +124,7 @@ def test_retrying_through_an_outage_is_degraded_not_stalled_and_never_exits() ->
         assert rep.status == "degraded" and not rep.exit_now, t
     assert any("Redis or the broker" in r for r in rep.reasons)
     w.done(keys(A0, 0, 1), now=121)  # back: the batch goes through
+    w.handled(recs(A0, 0, 1), now=121)
     assert w.check(now=125).status == "degraded"  # errors within the last stall_after_s
     assert w.check(now=131).status == "ok"
     # if the retries stop but nothing moves either, it is a stall again
@@ -143,8 +154,7 @@ def test_report_details_are_json_ready() -> None:
     import json
 
     w = wd()
-    w.received(recs(A0, 4), now=0)
-    w.done(keys(A0, 4), now=1)
+    batch(w, A0, [4], now=0, returned=1)
     d = w.check(now=3).as_dict()
     json.dumps(d)
     p0 = d["partitions"][0]
@@ -159,10 +169,9 @@ def test_records_held_for_a_busy_sibling_are_not_stalled() -> None:
     # activity[0] records wait (event-time order) while tickets[0] works through a backlog
     w = wd(stall=10)
     w.assignment([A0, A1, T0, T1], now=0)
-    w.received(recs(A0, 0, 1, 2), now=0)
+    batch(w, A0, [0, 1, 2], now=0, done=[])
     for t in range(1, 60):
-        w.received(recs(T0, t), now=t)
-        w.done(keys(T0, t), now=t)
+        batch(w, T0, [t], now=t)
         rep = w.check(now=t)
         assert rep.status == "ok", t
     assert rep.partitions[0].waiting and rep.partitions[0].lag == 3
@@ -171,10 +180,9 @@ def test_records_held_for_a_busy_sibling_are_not_stalled() -> None:
 def test_one_group_stuck_while_another_progresses_is_a_stall() -> None:
     w = wd(stall=10)
     w.assignment([A0, A1, T0, T1], now=0)
-    w.received(recs(A0, 0), now=0)  # group 0: held, nothing done
+    batch(w, A0, [0], now=0, done=[])  # group 0: held, nothing done
     for t in range(1, 12):
-        w.received(recs(A1, t), now=t)
-        w.done(keys(A1, t), now=t)
+        batch(w, A1, [t], now=t)
     rep = w.check(now=11)
     assert rep.status == "stalled"
     assert [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
@@ -182,9 +190,32 @@ def test_one_group_stuck_while_another_progresses_is_a_stall() -> None:
 
 def test_held_records_done_out_of_offset_order() -> None:
     w = wd(stall=10)
-    w.received(recs(A0, 5, 6, 7), now=0)
-    w.done(keys(A0, 6), now=1)  # e.g. 6 was invalid: dead-lettered at once; 5 and 7 held
+    batch(w, A0, [5, 6, 7], now=0, done=[6])  # e.g. 6 was invalid: dead-lettered at once; 5 and 7 held
     st = w.partitions[A0]
-    assert st.pending == {5, 7} and st.lag() == 3 and st.waiting()
-    w.done(keys(A0, 5, 7), now=2)
+    assert st.pending == {5, 7} and st.lag() == 3 and st.waiting() and st.held()
+    w.done(keys(A0, 5, 7), now=2)  # released later (the pump)
     assert not st.pending and st.lag() == 0 and not st.waiting() and st.last_event_ts == 1_700_000_000.007
+
+
+def test_a_batch_the_ingestor_never_returns_from_stalls_even_if_its_group_moves() -> None:
+    # a frozen agent: its batch is in flight; another topic of the same group still progresses
+    w = wd(stall=10)
+    w.assignment([A0, T0], now=0)
+    w.received(recs(A0, 0, 1), now=0)
+    for t in range(1, 11):
+        batch(w, T0, [t], now=t)
+    rep = w.check(now=10)
+    assert rep.status == "stalled" and [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
+
+
+def test_undelivered_records_stall_when_the_partition_receives_nothing() -> None:
+    w = wd(stall=10)
+    batch(w, A0, [0, 1], now=0)
+    for t in range(1, 30):  # delivered as fast as they come: fine
+        batch(w, A0, [t + 1], now=t)
+        w.offsets({A0: t + 5}, {}, now=t)
+        assert w.check(now=t).status == "ok"
+    w.offsets({A0: 100}, {}, now=30)  # the fetcher stops delivering
+    assert w.check(now=38).status == "ok"
+    rep = w.check(now=40)
+    assert rep.status == "stalled" and rep.partitions[0].lag == 100 - 31  # offsets 0..30 done

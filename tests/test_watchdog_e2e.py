@@ -109,12 +109,9 @@ def test_frozen_agent_fires_the_watchdog(wd_env: dict[str, str], workers: list[W
     assert stalled and all(p["topic"] == env["TOPIC_PREFIX"] + "activity" for p in stalled)
     assert all(p["lag"] >= 1 and p["stalled_for_s"] >= STALL_S for p in stalled)
 
-    # the other agents still run (the web server, the watchdog timer too): a ticket is
-    # received, but held, as the ingestor releases records in event-time order across topics
-    replay(env, tmp_path / "c.jsonl", [line("tickets", "t1", "acme", T0_MS + 9 * HOUR, ticket_id="T-1",
-                                            status="opened")])
-    _, details = w.health()
-    assert details["status"] == "stalled"
+    # only that agent is frozen: the rest of the process still answers and counts
+    code, body, _ = http(f"{w.base}/metrics")
+    assert code == 200 and b"churnstream_watchdog_stalled_partitions 1.0" in body
 
     rc = w.proc.wait(timeout=GRACE_S + 15)
     assert rc == 70
