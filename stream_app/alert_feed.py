@@ -9,8 +9,9 @@ Alerts are ordered by the time they were published (the Kafka timestamp), newest
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from rich.text import Text
@@ -96,9 +97,9 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
 
 def _when(ts: Any) -> str:
     if isinstance(ts, (int, float)):
-        return datetime.fromtimestamp(ts / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M")
     try:
-        return datetime.fromisoformat(str(ts)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromisoformat(str(ts)).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
     except ValueError:
         return str(ts)
 
@@ -119,7 +120,7 @@ def alert_line(alert: dict[str, Any]) -> Text:
     text = Text()
     text.append(f"{_when(alert.get('ts'))}  ")
     text.append(f"{severity.upper():<8}", style=SEVERITY_STYLE.get(severity, ""))
-    text.append(f"  {str(alert.get('kind', '?')):<12}  ")
+    text.append(f"  {alert.get('kind', '?')!s:<12}  ")
     text.append(str(alert.get("customer_id", "?")), style="bold")
     band = str(alert.get("health_band", ""))
     if alert.get("health_score") is not None:

@@ -12,16 +12,26 @@ seconds (``_seconds``), timestamps are Unix seconds (``_timestamp_seconds``).
 
 from __future__ import annotations
 
-from collections import Counter as Tally
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
-
 from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from .ingest import IngestStats, Record
@@ -42,11 +52,11 @@ STATUSES = ("ok", "degraded", "stalled", "crashed")
 class Sources:
     """Where the collector reads the pipeline's state at scrape time (None: not started yet)."""
 
-    ingest: Callable[[], "IngestStats | None"]
-    scoring: Callable[[], "ScoringStats | None"]
+    ingest: Callable[[], IngestStats | None]
+    scoring: Callable[[], ScoringStats | None]
     alerts: Callable[[], Mapping[tuple[str, str], int]]
     model: Callable[[], Mapping[str, Any] | None]
-    watchdog: Callable[[], "Report | None"]
+    watchdog: Callable[[], Report | None]
     #: errors talking to Redis/the broker outside the ingestor, by component
     errors: Callable[[], Mapping[str, int]]
 
@@ -262,7 +272,7 @@ class PipelineMetrics:
         )
         self.registry.register(PipelineCollector(sources))
 
-    def received(self, records: Sequence["Record"]) -> None:
+    def received(self, records: Sequence[Record]) -> None:
         for topic, n in Tally(r.topic for r in records).items():
             self.consumed.labels(topic).inc(n)
 

@@ -9,7 +9,8 @@ record's Kafka timestamp (``Record.timestamp_ms``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .ingest import Record
@@ -21,12 +22,12 @@ RecordKey = tuple[str, int, int]
 class PipelineObserver(Protocol):
     """Receives the arrival of each batch and the records the ingestor finished."""
 
-    async def received(self, records: Sequence["Record"], now: float) -> None:
+    async def received(self, records: Sequence[Record], now: float) -> None:
         """A batch arrived, before anything is taken. May wait: after an agent crash the
         watchdog holds ingestion here until the process exits (and test-only fault injection
         freezes or crashes an agent here)."""
 
-    def handled(self, records: Sequence["Record"], done: Sequence[RecordKey], now: float) -> None:
+    def handled(self, records: Sequence[Record], done: Sequence[RecordKey], now: float) -> None:
         """The ingestor returned from the batch ``records``: each is done or held now. ``done``:
         the records now done (of this batch or held from earlier ones)."""
 

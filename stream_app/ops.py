@@ -29,12 +29,19 @@ import os
 import sys
 import time
 from collections import Counter as Tally
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .faults import FaultInjector
-from .metrics import CONTENT_TYPE, STAGE_PROCESSED, STAGE_RECEIVED, PipelineMetrics, Sources
+from .metrics import (
+    CONTENT_TYPE,
+    STAGE_PROCESSED,
+    STAGE_RECEIVED,
+    PipelineMetrics,
+    Sources,
+)
 from .observer import RecordKey
 from .security import install_token_auth, is_authenticated
 from .settings import Settings
@@ -98,7 +105,7 @@ class Ops:
     def __init__(
         self,
         settings: Settings,
-        ingestor: "Callable[[], Ingestor | None]" = lambda: None,
+        ingestor: Callable[[], Ingestor | None] = lambda: None,
         *,
         mono: Callable[[], float] = time.monotonic,
         exit_fn: Callable[[int], None] = _hard_exit,
@@ -108,7 +115,7 @@ class Ops:
         self._ingestor = ingestor
         self.mono = mono
         self.exit = exit_fn
-        self.app: "faust.App | None" = None
+        self.app: faust.App | None = None
         self.watchdog = Watchdog(settings.stall_after_s, settings.watchdog_grace_s)
         self.faults = FaultInjector(settings)
         self.outputs: CountingOutputs | None = None
@@ -136,12 +143,12 @@ class Ops:
         )
 
     @property
-    def ingestor(self) -> "Ingestor | None":
+    def ingestor(self) -> Ingestor | None:
         """The worker's ingestor (None until the first ingest agent created it)."""
         return self._ingestor()
 
     # --- PipelineObserver ----------------------------------------------------------------
-    async def received(self, records: Sequence["Record"], now: float) -> None:
+    async def received(self, records: Sequence[Record], now: float) -> None:
         self.metrics.received(records)
         self.metrics.stage(STAGE_RECEIVED, (r.timestamp_ms for r in records), now)
         ts = self._timestamps
@@ -155,7 +162,7 @@ class Ops:
             await self._held.wait()
         await self.faults.before_batch(records)
 
-    def handled(self, records: Sequence["Record"], done: Sequence[RecordKey], now: float) -> None:
+    def handled(self, records: Sequence[Record], done: Sequence[RecordKey], now: float) -> None:
         self.done(done, now)
         self.watchdog.handled(records, self.mono())
 
@@ -195,7 +202,7 @@ class Ops:
             self.exit(self.settings.watchdog_exit_code)
         return rep
 
-    async def _sync_consumer(self, app: "faust.App") -> None:
+    async def _sync_consumer(self, app: faust.App) -> None:
         topics = self.settings.input_topics
         try:
             consumer = app.consumer
@@ -298,7 +305,7 @@ class Ops:
         web_app.router.add_get("/health", self.health_view)
 
 
-def mount_ops(app: "faust.App", settings: Settings, runtime: "Runtime") -> Ops:
+def mount_ops(app: faust.App, settings: Settings, runtime: Runtime) -> Ops:
     """Wire metrics, health, the watchdog and the HTTP token into a Faust app (see the module)."""
     ops = Ops(settings, ingestor=lambda: getattr(runtime, "_ingestor", None))  # created by the first agent
     ops.app = app
@@ -322,7 +329,7 @@ def mount_ops(app: "faust.App", settings: Settings, runtime: "Runtime") -> Ops:
     async def watchdog() -> None:
         try:
             await ops.tick()
-        except Exception:  # noqa: BLE001 - the watchdog must outlive its own bugs
+        except Exception:
             log.exception("watchdog: check failed")
 
     if ops.faults.enabled:

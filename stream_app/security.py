@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

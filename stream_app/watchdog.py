@@ -35,8 +35,13 @@ partition that was idle for an hour is not "stalled" the instant a record arrive
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import (
+    Any,
+    Literal,
+    Protocol,
+)
 
 TP = tuple[str, int]
 Status = Literal["ok", "degraded", "stalled", "crashed"]

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import T0, Harness, ev
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import T0, Harness, ev
 from stream_app.faults import InjectedFault
 from stream_app.ingest import Ingestor, Record
 from stream_app.model import ChurnModel
@@ -127,7 +128,7 @@ def stamped(records: list[Record], ts_s: float) -> list[Record]:
 
 
 async def test_metrics_read_the_pipeline(ops_setup: tuple[Harness, Ops, TestClient, Clock], redis_client: Any) -> None:
-    h, ops, c, mono = ops_setup
+    h, _ops, c, mono = ops_setup
     auth = {"Authorization": f"Bearer {SECRET}"}
     assert (await c.get("/metrics")).status == 401
     empty = families(await (await c.get("/metrics", headers=auth)).text())

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_e2e import build_file, run_cli, wait_handled
 
 from stream_app.embedded import free_port
-from test_e2e import build_file, run_cli, wait_handled
 
 pytestmark = pytest.mark.e2e
 

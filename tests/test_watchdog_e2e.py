@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_e2e import HOUR, T0_MS, customer_json, line, run_cli, wait_handled
+from test_ops_e2e import http, wait_http
 
 from stream_app.embedded import free_port
-from test_e2e import T0_MS, HOUR, customer_json, line, run_cli, wait_handled
-from test_ops_e2e import http, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
