@@ -191,7 +191,14 @@ class Ops:
             await self._sync_consumer(self.app)
         ingestor = self.ingestor
         if ingestor is not None:
-            self.watchdog.dependency_errors(ingestor.stats.redis_retries, self.mono())
+            st = ingestor.stats
+            self.watchdog.dependency_errors(st.redis_retries, self.mono())
+            # work moves these inside a long batch too (scored: per event), before anything is done
+            self.watchdog.activity(
+                ingestor.scorer.stats.scored + st.batches + st.total("applied") + st.total("dead_lettered")
+                + st.total("redelivered"),
+                self.mono(),
+            )
         rep = self.report()
         self._log(rep)
         if rep.exit_now and self.settings.watchdog_exit:

@@ -9,8 +9,8 @@ worker:
 * ``ok``: input that waits is being worked through;
 * ``degraded``: Redis or the broker failed within the last ``stall_after_s`` (the ingestor
   is retrying; a restart would not help, so no exit);
-* ``stalled``: a partition has had input waiting and its partition group no progress for
-  ``stall_after_s``;
+* ``stalled``: a partition has had input waiting and no progress for ``stall_after_s``
+  (see below);
 * ``crashed``: an agent task crashed (Faust would restart it, but the failed batch was not
   applied, so the process must restart for it to be redelivered).
 
@@ -18,12 +18,22 @@ A stall or crash that lasts ``grace_s`` more asks the process to exit (``Report.
 the supervisor (systemd, Kubernetes, docker ``restart:``) restarts it and Kafka redelivers
 everything not yet acknowledged.
 
-Progress is judged per partition *group* (by default the partition number): the ingestor holds
-a record until every input topic of its group has passed its event time
-(``stream_app.ordering``), so a partition whose records wait for a sibling that is working
-through a backlog is not stuck, while a group in which nothing is done is. The stall clock
-starts at the later of the group's last progress and the moment input started waiting, so a
-partition that was idle for an hour is not "stalled" the instant a record arrives.
+What counts as stuck follows the ingestor's design: it takes the four topics' batches one
+at a time under one lock and holds each record until its partition group has passed its event
+time (``stream_app.ordering``), so a batch may wait while another is processed and a record
+may wait for its siblings. A partition with input waiting is stalled after ``stall_after_s``
+of:
+
+* a batch in the ingestor's hands (not returned) while the worker does nothing at all;
+* records held for event-time order while the worker does nothing at all;
+* records in the log not delivered to the ingestor while its topic's agent is idle and the
+  partition receives nothing (a consumer that stopped fetching; when the agent is busy, the
+  worker's progress counts, as for a batch in flight).
+
+"The worker does something" is any record done, or any customer scored (the ingestor's own
+counters, read at each check, move inside a long batch too). A stall clock never starts
+before the input started waiting, so a partition idle for an hour is not "stalled" the
+instant a record arrives.
 
 >>> wd = Watchdog(stall_after_s=10, grace_s=5)
 >>> wd.assignment([("cs.activity", 0)], now=0.0)
@@ -35,13 +45,9 @@ partition that was idle for an hour is not "stalled" the instant a record arrive
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import (
-    Any,
-    Literal,
-    Protocol,
-)
+from typing import Any, Literal, Protocol
 
 TP = tuple[str, int]
 Status = Literal["ok", "degraded", "stalled", "crashed"]
@@ -203,25 +209,20 @@ def _by_partition(records: Sequence[RecordLike]) -> dict[TP, list[Any]]:
     return out
 
 
-def by_partition_number(tp: TP) -> int:
-    """The ingestor's partition group: the same partition number across the input topics."""
-    return tp[1]
-
-
 @dataclass
 class Watchdog:
     """Per-partition progress and the worker's health verdict. Times are monotonic seconds."""
 
     stall_after_s: float
     grace_s: float
-    #: which partitions make progress together (see the module docstring)
-    group_of: Callable[[TP], Hashable] = by_partition_number
     partitions: dict[TP, PartitionState] = field(default_factory=dict)
-    group_progress: dict[Hashable, float] = field(default_factory=dict)
+    #: the last time the worker did something (a record done, a customer scored)
+    last_activity: float = -math.inf
     crashes: list[Crash] = field(default_factory=list)
     last_dependency_error: float | None = None
     stalls_total: int = 0
     _errors_seen: int = 0
+    _activity_seen: int = 0
     _unhealthy_since: float | None = None
 
     # --- inputs ------------------------------------------------------------------------
@@ -319,8 +320,16 @@ class Watchdog:
         for tp in touched:
             st = self.partitions[tp]
             st.last_progress = now
-            self.group_progress[self.group_of(tp)] = now
             self._update_waiting(st, now)
+        if touched:
+            self.last_activity = now
+
+    def activity(self, total: int, now: float) -> None:
+        """The ingestor's running count of work (records done, customers scored): it moves
+        inside a long batch too, before any record of it is reported done."""
+        if total > self._activity_seen:
+            self.last_activity = now
+        self._activity_seen = total
 
     def dependency_errors(self, total: int, now: float) -> None:
         """The ingestor's running count of Redis/broker errors it is retrying through."""
@@ -339,6 +348,7 @@ class Watchdog:
         )
         parts: list[PartitionReport] = []
         stalled: list[PartitionReport] = []
+        busy_topics = {tp[0] for tp, st in self.partitions.items() if st.in_flight}
         for tp in sorted(self.partitions):
             st = self.partitions[tp]
             waiting = st.waiting()
@@ -346,14 +356,17 @@ class Watchdog:
             err = self.last_dependency_error if self.last_dependency_error is not None else -math.inf
             refs: list[float] = []
             if st.in_flight:  # a batch the ingestor has not returned from
-                refs.append(max(st.in_flight_since if st.in_flight_since is not None else st.since, err))
-            if st.held():  # held for event-time order: waits for its group, which must move
-                group_progress = self.group_progress.get(self.group_of(tp), -math.inf)
-                ref = st.waiting_since if st.waiting_since is not None else st.since
-                refs.append(max(ref, group_progress, err))
-            if st.undelivered():  # in the log, not delivered: the consumer must fetch it
-                ref = st.undelivered_since if st.undelivered_since is not None else st.since
-                refs.append(max(ref, st.last_received or -math.inf, st.last_progress or -math.inf, err))
+                since = st.in_flight_since if st.in_flight_since is not None else st.since
+                refs.append(max(since, self.last_activity, err))
+            if st.held():  # held for event-time order
+                since = st.waiting_since if st.waiting_since is not None else st.since
+                refs.append(max(since, self.last_activity, err))
+            if st.undelivered():  # in the log, not delivered yet
+                since = st.undelivered_since if st.undelivered_since is not None else st.since
+                ref = max(since, st.last_received or -math.inf, st.last_progress or -math.inf, err)
+                if tp[0] in busy_topics:  # its agent is busy with a batch: the worker's progress counts
+                    ref = max(ref, self.last_activity)
+                refs.append(ref)
             stalled_for = max((max(0.0, now - r) for r in refs), default=0.0)
             rep = PartitionReport(
                 topic=st.topic,

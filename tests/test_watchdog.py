@@ -165,7 +165,7 @@ T0 = ("cs.tickets", 0)
 T1 = ("cs.tickets", 1)
 
 
-def test_records_held_for_a_busy_sibling_are_not_stalled() -> None:
+def test_records_held_while_the_worker_works_are_not_stalled() -> None:
     # activity[0] records wait (event-time order) while tickets[0] works through a backlog
     w = wd(stall=10)
     w.assignment([A0, A1, T0, T1], now=0)
@@ -175,17 +175,32 @@ def test_records_held_for_a_busy_sibling_are_not_stalled() -> None:
         rep = w.check(now=t)
         assert rep.status == "ok", t
     assert rep.partitions[0].waiting and rep.partitions[0].lag == 3
+    # ... and once nothing at all happens any more, they are
+    assert w.check(now=69).status == "stalled"
 
 
-def test_one_group_stuck_while_another_progresses_is_a_stall() -> None:
+def test_a_long_batch_that_keeps_scoring_is_not_a_stall() -> None:
+    # one pump releases a large backlog: nothing is reported done until it returns, but the
+    # ingestor's counters move; other agents' batches wait for it meanwhile
     w = wd(stall=10)
-    w.assignment([A0, A1, T0, T1], now=0)
-    batch(w, A0, [0], now=0, done=[])  # group 0: held, nothing done
-    for t in range(1, 12):
-        batch(w, A1, [t], now=t)
+    w.assignment([A0, T0], now=0)
+    w.received(recs(A0, 0, 1), now=0)
+    w.received(recs(T0, 0), now=0)
+    for t in range(1, 100):
+        w.activity(total=50 * t, now=t)
+        assert w.check(now=t).status == "ok", t
+    assert w.check(now=110).status == "stalled"
+
+
+def test_undelivered_records_of_an_idle_agent_stall_even_while_others_work() -> None:
+    w = wd(stall=10)
+    w.assignment([A0, T0], now=0)
+    batch(w, A0, [0], now=0)
+    w.offsets({A0: 40}, {}, now=1)  # activity[0] has 39 records the consumer does not deliver
+    for t in range(2, 12):
+        batch(w, T0, [t], now=t)  # tickets flow
     rep = w.check(now=11)
-    assert rep.status == "stalled"
-    assert [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
+    assert rep.status == "stalled" and [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
 
 
 def test_held_records_done_out_of_offset_order() -> None:
@@ -197,14 +212,14 @@ def test_held_records_done_out_of_offset_order() -> None:
     assert not st.pending and st.lag() == 0 and not st.waiting() and st.last_event_ts == 1_700_000_000.007
 
 
-def test_a_batch_the_ingestor_never_returns_from_stalls_even_if_its_group_moves() -> None:
-    # a frozen agent: its batch is in flight; another topic of the same group still progresses
+def test_a_batch_the_ingestor_never_returns_from_stalls_once_the_worker_is_idle() -> None:
     w = wd(stall=10)
     w.assignment([A0, T0], now=0)
-    w.received(recs(A0, 0, 1), now=0)
-    for t in range(1, 11):
+    w.received(recs(A0, 0, 1), now=0)  # frozen
+    for t in range(1, 5):
         batch(w, T0, [t], now=t)
-    rep = w.check(now=10)
+    assert w.check(now=13).status == "ok"
+    rep = w.check(now=14)
     assert rep.status == "stalled" and [(p.topic, p.partition) for p in rep.partitions if p.stalled] == [A0]
 
 
