@@ -1,0 +1,211 @@
+"""Property-based hostile input through the real ``Ingestor`` on the real Redis.
+
+Hypothesis generates streams of mostly hostile messages (see ``tests/hostile.py``) mixed
+with valid events, partitions them by key as Kafka would, and feeds them in batches. For
+every stream:
+
+* ``Ingestor.handle`` never raises;
+* every rejected record is dead-lettered exactly once, with its source offset, the original
+  bytes, and errors naming the field and rule;
+* every valid event is applied exactly once: the per-customer counters and the 7-day window
+  equal a pure expectation (same ``event_id`` and customer = same event, first wins);
+* a poison record never blocks its partition: each partition's progress reaches its last
+  offset and the valid records behind the poison are applied.
+
+The totals are printed (``-s``) and asserted: the default run tries >= 10,000 hostile
+messages; ``-m slow`` runs a larger variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import zlib
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+
+from harness import Harness
+from hostile import T0, Expectation, Msg, stream
+from stream_app.ingest import Record
+from stream_app.settings import Settings
+
+PARTITIONS = 3
+BATCH = 50
+
+
+def partition_of(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8")) % PARTITIONS
+
+
+async def check_stream(settings: Settings, client: aioredis.Redis, msgs: list[Msg], totals: Counter[str]) -> None:
+    h = Harness(settings, client)
+    h.clock_s = T0.timestamp()  # the wall clock: "now" is the test data's present
+    offsets: Counter[tuple[str, int]] = Counter()
+    placed: list[tuple[Record, Msg]] = []
+    for m in msgs:
+        tp = (settings.topic(m.topic), partition_of(m.key))
+        placed.append((Record(tp[0], tp[1], offsets[tp], m.raw), m))
+        offsets[tp] += 1
+    ends = dict(offsets)
+
+    expect = Expectation(settings.dedupe_days)
+    for start in range(0, len(placed), BATCH):
+        batch = placed[start : start + BATCH]
+        records = [Record(r.topic, r.partition, r.offset, r.value, ends[(r.topic, r.partition)]) for r, _ in batch]
+        await h.ingestor.handle(records)  # must not raise, whatever the input
+        for r, m in sorted(batch, key=lambda rm: (rm[0].topic, rm[0].partition, rm[0].offset)):
+            if m.valid:
+                expect.add(m.topic, m.body)  # type: ignore[arg-type]
+
+    # every rejected record: one dead letter, with its source offset and a reason
+    rejected = {f"{r.topic}:{r.partition}:{r.offset}": (r, m) for r, m in placed if not m.valid}
+    letters = {d.dead_letter_id: d for d in h.dead}
+    assert len(letters) == len(h.dead), "a record was dead-lettered twice"
+    assert set(letters) == set(rejected)
+    for dl_id, d in letters.items():
+        r, m = rejected[dl_id]
+        assert (d.topic, d.partition, d.offset) == (r.topic, r.partition, r.offset)
+        assert d.errors and all(e["rule"] for e in d.errors), d
+        fields = {e["field"] for e in d.errors}
+        rules = {e["rule"] for e in d.errors}
+        assert m.field in fields, (m.kind, m.field, d.errors)
+        if m.field:
+            assert m.field in d.error, (m.kind, d.error)
+        if m.rules:
+            assert m.rules & rules, (m.kind, m.rules, d.errors)
+        raw = m.raw or b""
+        kept = d.payload_text.encode("utf-8") if d.payload_text is not None else base64.b64decode(d.payload_base64 or "")
+        assert raw.startswith(kept) and (d.payload_truncated or kept == raw), m.kind
+        assert d.payload_size == len(raw)
+
+    # every valid event applied once (first wins), checked against the pure expectation
+    stats = h.ingestor.stats
+    assert stats.total("applied") == expect.counts["applied"]
+    assert stats.total("duplicates") == expect.counts["duplicate"]
+    assert stats.total("dead_lettered") == len(rejected)
+    for cid, c in expect.customers.items():
+        a = await h.agg(cid)
+        assert (a.events_applied, a.duplicates_ignored) == (len(c.applied), c.duplicates), repr(cid)
+        w = a.windows["7d"]
+        for name, value in expect.window(cid).items():
+            assert getattr(w, name) == value, (repr(cid), name)
+    # a customer that only sent rejected messages has no state at all
+    for r, m in placed:
+        if m.key and m.key not in expect.customers:
+            assert not (await h.store.read(m.key)).exists, repr(m.key)
+
+    # a poison record never blocks its partition
+    for (topic, part), n in ends.items():
+        progress = await h.store.get_progress(topic, part)
+        assert progress is not None and progress[0] == n - 1
+    seen_poison: set[tuple[str, int]] = set()
+    for r, m in placed:
+        tp = (r.topic, r.partition)
+        if not m.valid:
+            seen_poison.add(tp)
+        elif tp in seen_poison:
+            totals["valid_after_poison"] += 1
+
+    totals["messages"] += len(msgs)
+    totals["hostile"] += sum(m.hostile for m in msgs)
+    totals["dead_lettered"] += len(rejected)
+    totals["applied"] += expect.counts["applied"]
+    totals["duplicates"] += expect.counts["duplicate"]
+    totals.update(f"kind:{m.kind}" for m in msgs)
+
+
+def run_property(redis_url: str, key_prefix: str, examples: int, size: tuple[int, int]) -> Counter[str]:
+    """Run the property over ``examples`` generated streams; returns the totals."""
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(redis_url)
+    totals: Counter[str] = Counter()
+    numbers = itertools.count()
+
+    @hsettings(
+        max_examples=examples,
+        derandomize=True,  # reproducible in CI: the same streams every run
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(stream(size))
+    def prop(msgs: list[Msg]) -> None:
+        # each example (and each shrink step) gets fresh state under its own key prefix
+        s = Settings(_env_file=None, redis_url=redis_url, key_prefix=f"{key_prefix}{next(numbers)}:", broker_url=None)
+        loop.run_until_complete(check_stream(s, client, msgs, totals))
+
+    try:
+        prop()
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+    return totals
+
+
+def report(totals: Counter[str]) -> str:
+    kinds = ", ".join(f"{k[5:]}={v}" for k, v in sorted(totals.items()) if k.startswith("kind:"))
+    return (
+        f"hostile inputs tried: {totals['hostile']} (of {totals['messages']} messages); "
+        f"dead-lettered: {totals['dead_lettered']}; applied: {totals['applied']}; "
+        f"duplicates ignored: {totals['duplicates']}; valid records behind a poison record: "
+        f"{totals['valid_after_poison']}\nby kind: {kinds}"
+    )
+
+
+def test_hostile_streams(redis_url: str, key_prefix: str) -> None:
+    totals = run_property(redis_url, key_prefix, examples=100, size=(100, 180))
+    print("\n" + report(totals))
+    assert totals["hostile"] >= 10_000
+    assert totals["dead_lettered"] > 0 and totals["applied"] > 0 and totals["duplicates"] > 0
+    assert totals["valid_after_poison"] > 0
+
+
+@pytest.mark.slow
+def test_hostile_streams_large(redis_url: str, key_prefix: str) -> None:
+    totals = run_property(redis_url, key_prefix, examples=600, size=(150, 300))
+    print("\n" + report(totals))
+    assert totals["hostile"] >= 100_000
+
+
+async def test_duplicate_event_id_first_wins(h: Harness) -> None:
+    """The same event_id (same customer) is the same event, whatever else differs: the
+    first one delivered is applied, later ones only count as duplicates, even when they
+    carry another day, another topic or other values."""
+    from harness import DAY, ev
+
+    await h.feed([ev("activity", "same", T0, action="login", count=2, duration_s=60)])
+    await h.feed(
+        [
+            ev("activity", "same", T0, action="export", count=50),  # same day, other values
+            ev("activity", "same", T0 - 3 * DAY, action="login", count=7),  # another day
+            ev("surveys", "same", T0, survey="nps", score=0),  # another topic
+        ]
+    )
+    a = await h.agg()
+    assert a.events_applied == 1 and a.duplicates_ignored == 3
+    w = a.windows["7d"]
+    assert w.activity_events == 2 and w.actions == {"login": 2} and w.activity_duration_s == 60
+    assert w.nps_responses == 0
+    # another customer's event with the same id is that customer's own event
+    await h.feed([ev("activity", "same", T0, cid="globex", action="login")])
+    assert (await h.agg("globex")).events_applied == 1
+
+
+async def test_pre_1970_days_are_pruned(h: Harness, redis_client: Any) -> None:
+    """A hostile timestamp before 1970 is a (very) late event: accepted, and its day
+    buckets are pruned like any other once newer events arrive."""
+    from harness import ev
+
+    await h.feed([ev("surveys", "old", T0.replace(year=1950), survey="nps", score=3)])
+    await h.feed([ev("surveys", "new", T0, survey="nps", score=9)])
+    main = await redis_client.hgetall(h.store.keys("acme").main)
+    assert not [k for k in main if k.startswith(b"s-")], main
+    a = await h.agg()
+    assert a.events_applied == 2 and a.windows["90d"].nps_responses == 1
