@@ -79,6 +79,17 @@ if ARGV[8] ~= nil and ARGV[8] ~= '' then
 end
 local TOPIC_FIELD = {a = 'o:a', t = 'o:t', s = 'o:s', b = 'o:b'}
 
+-- event_id digests kept for this customer (8 chars each), loaded once per call
+local seen = nil
+local function load_seen()
+  seen = {}
+  local all = redis.call('HGETALL', E)
+  for i = 2, #all, 2 do
+    local blob = all[i]
+    for at = 1, string.len(blob) - 7, 8 do seen[string.sub(blob, at, at + 7)] = true end
+  end
+end
+
 local function num(v, d)
   if v == false or v == nil then return d end
   return tonumber(v)
@@ -181,7 +192,8 @@ local function prune(today)
   local hk = redis.call('HKEYS', H)
   local best_m, best_md = nil, nil
   for _, f in ipairs(hk) do
-    local kind, d = string.match(f, '^([tsbm])(%d+)$')
+    -- '-?': days before 1970 (a hostile or bogus ts is still a late event) must prune too
+    local kind, d = string.match(f, '^([tsbm])(-?%d+)$')
     if kind then
       d = tonumber(d)
       if d < horizon then
@@ -206,6 +218,7 @@ local function prune(today)
   for _, f in ipairs(ek) do
     if tonumber(string.match(f, '^(-?%d+)')) <= today - DEDUPE then redis.call('HDEL', E, f) end
   end
+  seen = nil  -- reload the id set without the pruned days
   local ks = redis.call('HGETALL', K)
   local cutoff = (today - TRET) * DAY
   for i = 1, #ks, 2 do
@@ -427,32 +440,28 @@ for i, e in ipairs(evs) do
     local lts = num(redis.call('HGET', H, 'lts'), nil)
     local newest = (lts and lts > ts) and lts or ts
     local today = math.floor(newest / DAY)
-    -- event_id de-duplication within the horizon (by the event's own day). Digests are
-    -- kept in chunks "<day>.<k>" of at most 7 (56 bytes) so the hash stays a listpack.
-    if day > today - DEDUPE then
+    -- event_id de-duplication: the same id is the same event whatever else it carries
+    -- (first wins), so it is looked up among every id kept, not only its own day's; ids
+    -- are kept for the horizon, filed by their event's day, in chunks "<day>.<k>" of at
+    -- most 7 (56 bytes) so the hash stays a listpack.
+    if seen == nil then load_seen() end
+    if seen[id] then
+      status = 2
+    elseif day > today - DEDUPE then
       local k = 0
       local last = nil
       while true do
         local blob = redis.call('HGET', E, day .. '.' .. k)
         if not blob then break end
-        local s = 1
-        while true do
-          local at = string.find(blob, id, s, true)
-          if not at then break end
-          if (at - 1) % 8 == 0 then status = 2; break end
-          s = at + 1
-        end
-        if status == 2 then break end
         last = blob
         k = k + 1
       end
-      if status == 1 then
-        if last ~= nil and string.len(last) < 56 then
-          redis.call('HSET', E, day .. '.' .. (k - 1), last .. id)
-        else
-          redis.call('HSET', E, day .. '.' .. k, id)
-        end
+      if last ~= nil and string.len(last) < 56 then
+        redis.call('HSET', E, day .. '.' .. (k - 1), last .. id)
+      else
+        redis.call('HSET', E, day .. '.' .. k, id)
       end
+      seen[id] = true
     end
     if status == 1 then
       if lts == nil or ts > lts then redis.call('HSET', H, 'lts', ts) end
