@@ -138,7 +138,7 @@ class _Parsed:
         self.billing: list[tuple[int, list[int]]] = []
         for f, val in main.items():
             kind = f[0]
-            if kind in "tsb" and f[1:].isdigit():
+            if kind in "tsb" and f[1:].lstrip("-").isdigit():  # days before 1970 are negative
                 if kind == "t":
                     self.tickets.append((int(f[1:]), _vec(val, 8)))
                 elif kind == "s":
@@ -204,7 +204,7 @@ def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
     before: tuple[int, int] | None = None
     first_inside: tuple[int, int] | None = None
     for f, val in main.items():
-        if f[0] != "m" or not f[1:].isdigit():
+        if f[0] != "m" or not f[1:].lstrip("-").isdigit():
             continue
         ts_s, cents_s = val.split(",")
         point = (int(ts_s), int(cents_s))

@@ -453,7 +453,7 @@ class Learner:
         if members:
             pipe = self.redis.pipeline(transaction=False)
             for m in members:
-                cid, snap = m.split("\x00")
+                cid, snap = m.rsplit("\x00", 1)  # a customer id may hold a NUL, the snapshot never
                 pipe.hdel(self.store.keys(cid).snapshots, snap)
             await pipe.execute()
         if examples and self.outputs is not None:
@@ -474,7 +474,7 @@ class Learner:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for m in members:
-            cid, snap = m.split("\x00")
+            cid, snap = m.rsplit("\x00", 1)
             k = self.store.keys(cid)
             pipe.hget(k.snapshots, snap)
             pipe.hget(k.main, "cts")
@@ -485,7 +485,7 @@ class Learner:
             feats, cts = got[2 * i], got[2 * i + 1]
             if feats is None:
                 continue
-            cid, snap = m.split("\x00")
+            cid, snap = m.rsplit("\x00", 1)
             d, second = snap.split(":")
             snap_ts = int(d) * DAY_MS + int(second) * 1000
             cancelled = cts is not None and snap_ts < int(cts) <= snap_ts + horizon_ms

@@ -67,7 +67,7 @@ if ARGV[8] ~= nil and ARGV[8] ~= '' then
   if sday >= 0 then redis.call('HSET', H, 'h' .. sday, s10, 'hs', s10) end
   if snap ~= '' then
     redis.call('HSET', L, snap, snaptext)
-    redis.call('HSET', H, 'snd', string.match(snap, '^(%d+)'))
+    redis.call('HSET', H, 'snd', string.match(snap, '^(-?%d+)'))  -- days before 1970 are negative
   end
   if sday >= 0 and tonumber(redis.call('HGET', H, 'hpd') or '-1') < sday then
     for _, f in ipairs(redis.call('HKEYS', H)) do
