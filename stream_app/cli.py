@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .settings import EXAMPLES_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
@@ -21,10 +22,12 @@ console = Console(stderr=True)
 
 
 def load_settings() -> Settings:
+    from .settings import describe_settings_error
+
     try:
         return Settings()
-    except Exception as exc:  # pydantic ValidationError: name the variable and the rule
-        console.print(f"[red]configuration error:[/red] {exc}")
+    except Exception as exc:  # pydantic ValidationError: name the variable and the rule, never the value
+        console.print(f"[red]configuration error:[/red] {escape(describe_settings_error(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
@@ -119,6 +122,10 @@ def _with_store(settings: Settings, fn: Any) -> Any:
     from .app import redis_client
     from .state import StateStore
 
+    from redis.exceptions import RedisError
+
+    from .settings import redact_url
+
     async def run() -> Any:
         client = redis_client(settings)
         try:
@@ -126,7 +133,12 @@ def _with_store(settings: Settings, fn: Any) -> Any:
         finally:
             await client.aclose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as exc:  # say what failed and where, without credentials
+        where = redact_url(settings.redis_url or "")
+        console.print(f"[red]Redis at {escape(where)}:[/red] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -12,9 +12,9 @@ describes a deployment. Secrets are ``SecretStr`` so they never reach logs or
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -186,6 +186,12 @@ class Settings(BaseSettings):
             )
         return kw
 
+    def __repr_args__(self) -> Any:
+        # repr() and str() are what ends up in logs and tracebacks: URL passwords masked too
+        # (SecretStr fields mask themselves)
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in ("broker_url", "redis_url") and value else value
+
     def redacted(self) -> dict[str, object]:
         """Settings as a dict safe to print: secrets and URL passwords masked."""
         d = self.model_dump()
@@ -199,11 +205,15 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Mask the password in ``scheme://user:password@host``.
+    """Mask the password in ``scheme://user:password@host`` (each of a comma-separated list).
 
     >>> redact_url("redis://app:s3cret@db:6379/0")
     'redis://app:***@db:6379/0'
+    >>> redact_url("kafka://u:p1@k1:9093,kafka://u:p2@k2:9093")
+    'kafka://u:***@k1:9093,kafka://u:***@k2:9093'
     """
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)
@@ -212,3 +222,23 @@ def redact_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+def describe_settings_error(exc: BaseException) -> str:
+    """A configuration error as text that names each variable and rule but never echoes the
+    input (pydantic's own message repeats the values given, secrets included).
+
+    >>> try:
+    ...     Settings(_env_file=None, broker_security_protocol="SASL_SSL", broker_sasl_password="hunter2")
+    ... except ValidationError as exc:
+    ...     text = describe_settings_error(exc)
+    >>> "broker_sasl_username" in text, "hunter2" in text
+    (True, False)
+    """
+    if not isinstance(exc, ValidationError):
+        return f"{type(exc).__name__}: {exc}"
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in err["loc"]).upper()
+        lines.append(f"{where + ': ' if where else ''}{err['msg']} ({err['type']})")
+    return "; ".join(lines)
