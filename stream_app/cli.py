@@ -47,6 +47,25 @@ def all_topics(settings: Settings) -> dict[str, int]:
     return topics
 
 
+def broker_error(settings: Settings, exc: BaseException) -> str:
+    """What failed when connecting to the broker, with the security settings that were used
+    (user name and mechanism, never the password).
+
+    >>> s = Settings(_env_file=None, broker_url="kafka://k:9093", broker_security_protocol="SASL_SSL",
+    ...              broker_sasl_username="svc", broker_sasl_password="hunter2")
+    >>> broker_error(s, ConnectionError("Unable to bootstrap"))
+    "k:9093 (SASL_SSL, SCRAM-SHA-512 as 'svc'): ConnectionError: Unable to bootstrap; a rejected login or certificate is logged above by the Kafka client"
+    """
+    from .settings import redact_url
+
+    how = settings.broker_security_protocol
+    if how.startswith("SASL"):
+        how += f", {settings.broker_sasl_mechanism} as {settings.broker_sasl_username!r}"
+    where = ",".join(redact_url(h) for h in settings.bootstrap_servers())
+    return (f"{where} ({how}): {type(exc).__name__}: {exc}; "
+            "a rejected login or certificate is logged above by the Kafka client")
+
+
 @click.group()
 def main() -> None:
     """churn-stream: real-time customer health on Kafka, Faust and Redis."""
@@ -62,14 +81,19 @@ def worker() -> None:
 
     settings = load_settings()
     setup_logging(settings.log_level)
-    asyncio.run(
-        ensure_topics(
-            settings.bootstrap_servers(),
-            all_topics(settings),
-            settings.topic_replication,
-            settings.kafka_client_kwargs(),
+    try:
+        asyncio.run(
+            ensure_topics(
+                settings.bootstrap_servers(),
+                all_topics(settings),
+                settings.topic_replication,
+                settings.kafka_client_kwargs(),
+            )
         )
-    )
+    except Exception as exc:  # noqa: BLE001 - the first contact with the broker: say what was tried
+        console.print(f"[red]cannot use the broker:[/red] {escape(broker_error(settings, exc))}", highlight=False,
+                      soft_wrap=True)
+        sys.exit(1)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
