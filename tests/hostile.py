@@ -198,16 +198,16 @@ def valid_body(draw: st.DrawFn, topic: str, customer: str, event_id: str, far_pa
 
 
 # --- hostile variants ------------------------------------------------------------------------
-def hostile(draw: st.DrawFn, topic: str, base: dict[str, Any], kind: str) -> Msg:
+def hostile(draw: st.DrawFn, topic: str, base: dict[str, Any], kind: str, future_from_ms: int) -> Msg:
     """A rejected message of ``kind`` derived from a valid ``base`` body, with the field it
     must name."""
-    m = _hostile(draw, topic, base, kind)
+    m = _hostile(draw, topic, base, kind, future_from_ms)
     if m.raw is not None and len(m.raw) > MAX_BYTES:  # the size rule is checked first
         m.field, m.rules, m.future = "", frozenset({"too_large"}), False
     return m
 
 
-def _hostile(draw: st.DrawFn, topic: str, base: dict[str, Any], kind: str) -> Msg:
+def _hostile(draw: st.DrawFn, topic: str, base: dict[str, Any], kind: str, future_from_ms: int) -> Msg:
     b = dict(base)
     if kind == "wrong_type":
         f = choice(draw, (STR_FIELDS[topic] + NUM_FIELDS[topic] + ["ts"]))
@@ -256,7 +256,7 @@ def _hostile(draw: st.DrawFn, topic: str, base: dict[str, Any], kind: str) -> Ms
         b[f] = v
         return Msg(topic, _dumps(b), None, kind, f)
     if kind == "future_ts":
-        ms = draw(ints(T0_MS + 3 * DAY_MS, T0_MS + 10_000 * DAY_MS)) if draw(BOOL) else 253_402_300_799_999
+        ms = draw(ints(future_from_ms, future_from_ms + 10_000 * DAY_MS)) if draw(BOOL) else 253_402_300_799_999
         b["ts"] = _ts_value(ms, draw(ints(0, 3)))
         return Msg(topic, _dumps(b), None, kind, "ts", frozenset({"ts_in_future"}), future=True)
     if kind == "bad_ts":
@@ -347,9 +347,28 @@ class SeededDraw:
 
 @st.composite
 def stream(draw: st.DrawFn, size: tuple[int, int] = (60, 160), customers: list[str] = ODD_CUSTOMERS) -> list[Msg]:
-    """A stream: mostly hostile, with valid events, duplicates and late events mixed in."""
+    """A stream: mostly hostile, with valid events, duplicates and late events mixed in.
+    Hypothesis chooses its length and each message's topic, customer and kind."""
     n = draw(ints(*size))
     detail = SeededDraw(draw, random.Random(draw(ints(0, 2**32))))
+    return build_stream(draw, detail, n, customers)
+
+
+def seeded_stream(seed: int, n: int, future_from_ms: int, customers: list[str] = ODD_CUSTOMERS) -> list[Msg]:
+    """The same kind of stream from a plain seed (for the Kafka-level test, where the worker's
+    wall clock is the real one: rejected-as-future times start at ``future_from_ms``)."""
+    detail = SeededDraw(None, random.Random(seed))  # type: ignore[arg-type]
+    return build_stream(detail, detail, n, customers, future_from_ms, dup_of_far_past=False)
+
+
+def build_stream(
+    draw: Any,
+    detail: SeededDraw,
+    n: int,
+    customers: list[str],
+    future_from_ms: int = T0_MS + 3 * DAY_MS,
+    dup_of_far_past: bool = True,
+) -> list[Msg]:
     out: list[Msg] = []
     valid_so_far: list[Msg] = []
     for i in range(n):
@@ -360,13 +379,14 @@ def stream(draw: st.DrawFn, size: tuple[int, int] = (60, 160), customers: list[s
         # far-past events get unique ids: ids are only remembered for the horizon
         eid = f"p{i}" if far_past else choice(detail, (f"e{i}", f"e{i}", "e-shared", "é€{1}"))
         base = valid_body(detail, topic, customer, eid, far_past)
+        targets = valid_so_far if dup_of_far_past else [m for m in valid_so_far if m.kind != "far_past"]
         if roll < 62:
-            m = hostile(detail, topic, base, choice(draw, HOSTILE_KINDS))
+            m = hostile(detail, topic, base, choice(draw, HOSTILE_KINDS), future_from_ms)
             m.key = customer
             out.append(m)
-        elif roll < 70 and valid_so_far:
+        elif roll < 70 and targets:
             # the same event_id (and customer) again with different content: first wins
-            orig = choice(detail, valid_so_far)
+            orig = choice(detail, targets)
             t2 = choice(detail, (orig.topic, topic))
             body = valid_body(detail, t2, orig.body["customer_id"], orig.body["event_id"])  # type: ignore[index]
             out.append(Msg(t2, _dumps(body), body, "duplicate_id", key=body["customer_id"]))
