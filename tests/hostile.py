@@ -419,17 +419,21 @@ class CustomerExpect:
 
 
 class Expectation:
-    """What the state must be after the valid messages, by the contract's rules alone."""
+    """What the state must be after the valid messages, by the contract's rules alone (and
+    the retention rule: a customer silent for ``retention_days`` of event time starts over)."""
 
-    def __init__(self, dedupe_days: int) -> None:
+    def __init__(self, dedupe_days: int, retention_days: int = 0) -> None:
         self.dedupe_days = dedupe_days
+        self.retention_ms = retention_days * DAY_MS
         self.customers: dict[str, CustomerExpect] = defaultdict(CustomerExpect)
         self.counts: Counter[str] = Counter()
 
     def add(self, topic: str, body: dict[str, Any]) -> None:
         """One valid event, in the order the ingestor applies them."""
-        c = self.customers[body["customer_id"]]
         ts = ts_ms(body["ts"])
+        c = self.customers[body["customer_id"]]
+        if self.retention_ms and c.lts is not None and ts - c.lts > self.retention_ms:
+            c = self.customers[body["customer_id"]] = CustomerExpect()  # back after retention: starts over
         day = ts // DAY_MS
         newest = max(c.lts, ts) if c.lts is not None else ts
         today = newest // DAY_MS
@@ -466,3 +470,17 @@ class Expectation:
                 if key:
                     w[key] += 1
         return dict(w)
+
+
+def apply_order(valid: list[tuple[str, int, int, int]], topics: list[str]) -> list[int]:
+    """The order in which the ingestor applies valid events (see ``stream_app/ordering.py``):
+    by order key ``(k, topic index, partition, offset)`` with ``k`` = max(ts, newest ts of the
+    events before it in its topic-partition). ``valid``: (topic, partition, offset, ts) of every
+    valid record; returns their indexes in application order."""
+    newest: dict[tuple[str, int], int] = {}
+    keys = []
+    for i, (topic, part, off, ts) in sorted(enumerate(valid), key=lambda x: (x[1][0], x[1][1], x[1][2])):
+        before = newest.get((topic, part), -1)
+        newest[(topic, part)] = max(before, ts)
+        keys.append(((max(ts, before), topics.index(topic), part, off), i))
+    return [i for _, i in sorted(keys)]

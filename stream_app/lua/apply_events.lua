@@ -423,6 +423,7 @@ for i, e in ipairs(evs) do
       -- (a redelivered older record must still be recognised)
       local keep = redis.call('HMGET', H, 'o:a', 'o:t', 'o:s', 'o:b', 'sk')
       redis.call('DEL', H, D, X, K, E, L)
+      seen = nil  -- its event ids went with it
       local names = {'o:a', 'o:t', 'o:s', 'o:b', 'sk'}
       for j = 1, 5 do if keep[j] then redis.call('HSET', H, names[j], keep[j]) end end
     end
