@@ -178,9 +178,9 @@ def test_hostile_streams(redis_url: str, key_prefix: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
 def test_hostile_streams_large(redis_url: str, key_prefix: str) -> None:
-    totals = run_property(redis_url, key_prefix, examples=300, size=(150, 300))
+    totals = run_property(redis_url, key_prefix, examples=150, size=(150, 300))
     print("\n" + report(totals))
-    assert totals["hostile"] >= 50_000
+    assert totals["hostile"] >= 25_000  # 150 derandomized streams: CI time
 
 
 async def test_duplicate_event_id_first_wins(h: Harness) -> None:
