@@ -31,6 +31,8 @@ KINDS: tuple[PeriodKind, ...] = ("month", "quarter")
 @lru_cache(maxsize=4096)
 def month_start_day(m: int) -> int:
     """UTC day number (days since 1970-01-01) of the first day of month index ``m``."""
+    # clamped to the calendar: the contract accepts any past ts as a late event (year 1 too)
+    m = min(max(m, (1 - 1970) * 12), (9999 - 1970) * 12 + 11)
     return date(1970 + m // 12, m % 12 + 1, 1).toordinal() - _EPOCH_ORDINAL
 
 
@@ -40,7 +42,8 @@ def month_of_day(day: int) -> int:
     >>> month_of_day(0), month_of_day(31), month_of_day(-1)
     (0, 1, -1)
     """
-    d = date.fromordinal(day + _EPOCH_ORDINAL)
+    ordinal = min(max(day + _EPOCH_ORDINAL, 1), date.max.toordinal())  # any ts, even year 1
+    d = date.fromordinal(ordinal)
     return (d.year - 1970) * 12 + d.month - 1
 
 
