@@ -223,8 +223,9 @@ def _wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
     @app.timer(0.25, name="stream_app.pump")
     async def pump() -> None:
         # releases what became releasable without new input (the learner completed a day,
-        # another worker's progress moved the watermark)
-        if runtime._ingestor is not None and runtime._ingestor.held():
+        # another worker's progress moved the watermark); with nothing held too: the
+        # segmentation learns the days the learner completed after the last batch
+        if runtime._ingestor is not None:
             try:
                 runtime.release(await runtime._ingestor.pump())
             except StateLostError as exc:

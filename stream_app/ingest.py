@@ -124,6 +124,7 @@ class Ingestor:
         self.outputs = outputs
         self.model = model or ModelHolder(settings)
         self.scorer = Scorer(store, settings, outputs, self.model)
+        self.scorer.before_publish = self._epoch_unchanged
         #: the learner runs here when this process is the only one (tests, backtests); the
         #: worker runs it on the Faust leader instead
         self.learner = Learner(store, settings, outputs) if inline_learner else None
@@ -186,6 +187,11 @@ class Ingestor:
         if self._epoch is not None:
             async with self._lock:
                 await self._check_epoch()
+
+    async def _epoch_unchanged(self) -> None:
+        """Before a drain's outputs go out: Redis may have restarted empty while it ran."""
+        if self._epoch is not None:
+            await self._check_epoch()
 
     async def _check_epoch(self, create: bool = False) -> None:
         """Redis restarted empty (or was flushed) under a running deployment: detect it by
@@ -320,6 +326,10 @@ class Ingestor:
                 await self._save_progress({p.tp for p in released})
             if self.learner is None or not await self._retry(self.learner.advance):
                 break
+        if self.settings.portfolio_enabled:
+            # the segmentation learns the days the churn learner completed (cheap when none), also
+            # when no event follows them: a quiet stream's final state does not wait for the next
+            await self._retry(self.scorer.portfolio.prepare, self.store.redis)
         return done
 
     def _tick_floor(self, watermark: int) -> int:

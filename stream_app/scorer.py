@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,7 +37,8 @@ from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .changes import ChangeTracker
 from .model import ChurnModel, decode_features, encode_features, features_from
-from .portfolio import PortfolioItem, PortfolioTracker
+from .portfolio import PortfolioItem, PortfolioTracker, ReplayedObservation
+from .segment_days import decode_observation, encode_observation
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
 from .ordering import Pending
@@ -205,6 +207,10 @@ class Scorer:
         self.alert_cfg = AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit)
         self.stats = ScoringStats()
         self.portfolio = PortfolioTracker(settings)  # portfolio KPIs, stages, segments (issue 7)
+        #: called after a drain's state is saved and before its outputs are published: raises if
+        #: Redis lost the state meanwhile (the ingestor's epoch check), so nothing computed on a
+        #: blank state is ever published
+        self.before_publish: Callable[[], Awaitable[None]] | None = None
 
     def risk_key(self) -> str:
         return f"{self.settings.key_prefix}risk"
@@ -237,6 +243,7 @@ class Scorer:
         before: list[tuple[str, tuple[Any, ...]]] = []
         await self.portfolio.prepare(self.store.redis)  # portfolio (issue 7)
         pf_items: dict[str, PortfolioItem] = {}  # portfolio (issue 7)
+        replayed: list[ReplayedObservation] = []  # portfolio (issue 7): from outboxes
         while queues:
             round_ = [(cid, q.popleft()) for cid, q in queues.items()]
             queues = {cid: q for cid, q in queues.items() if q}
@@ -249,6 +256,9 @@ class Scorer:
                 for entry in box:
                     if entry[:1] == b"a":
                         alerts.append(Alert.model_validate_json(entry[1:]))
+                    elif entry[:1] == b"o":  # a segmentation observation not yet stored (issue 7)
+                        k, features = decode_observation(entry[1:].decode())
+                        replayed.append((k, cid, features))
                     else:
                         scores.append(ScoreSnapshot.model_validate_json(entry[1:]))
             pending: dict[str, int] = {}
@@ -275,10 +285,12 @@ class Scorer:
                 carry[cid] = out.save
                 self.portfolio.collect(pf_items, out.portfolio)  # portfolio (issue 7)
             before = self._index_updates(pending, risk)
-        if pf_items and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
-            await self.portfolio.update(self.store.redis, list(pf_items.values()))
+        if (pf_items or replayed) and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
+            await self.portfolio.update(self.store.redis, list(pf_items.values()), replayed=replayed)
         if carry or before:  # the last event of each customer: its score state alone
             await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
+        if self.before_publish is not None and (alerts or scores):
+            await self.before_publish()
         if alerts:
             await self.outputs.alerts(alerts)
             for a in alerts:
@@ -367,6 +379,11 @@ class Scorer:
             fields.update({"sp": str(int(round(health.score * 10))), "spd": str(today)})
         fields.update(changes.fields(publish, p, now_ms))  # issue 8: previous score, last change
         box = [f"a{a.model_dump_json()}" for a in new_alerts] + ([f"s{score.model_dump_json()}"] if score else [])
+        if today > last_day and pf.learn and self.settings.portfolio_enabled:
+            # the customer's first scoring of the day is that day's segmentation observation
+            # (segment_days): it rides in the outbox, saved atomically with this score state,
+            # so a crash before it reaches pf:obs cannot lose it to a later scoring
+            box.append("o" + encode_observation(now_ms, pf.features))
         save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35, box])
         self.stats.scored += 1
         return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4),

@@ -5,7 +5,11 @@ on how the input was batched, which worker scored what, or a restart. As with th
 (``scorer.ModelHolder``), learning is pinned to event-time days:
 
 * each active customer's **first scoring of a day** is that day's observation of it, stored
-  in ``pf:{pf}:obs:<day>`` (``HSETNX``: a replay or another worker writes the same one);
+  in ``pf:{pf}:obs:<day>`` (``HSETNX``: a replay or another worker writes the same one). It
+  also rides in the customer's outbox, saved atomically with the score state, so a crash
+  between the scoring and this store re-stores it from the outbox (``Scorer.process``);
+* learning starts at the first day with an observation (``seg:obsdays``), a fact of the
+  input: not when a worker happened to get there first;
 * day ``D`` is learnt once it is complete: the churn learner's ``model:through`` passing
   ``D`` means every event before day ``D + 1`` was scored (its progress watermark), so
   every observation of ``D`` is stored. The day's observations are learnt in (event time,
@@ -60,6 +64,7 @@ class DailySegments:
         self.k_through = f"{prefix}model:through"
         self.k_origin = f"{base}:seg:origin"
         self.k_days = f"{base}:seg:days"
+        self.k_obs_days = f"{base}:seg:obsdays"  # days with observations (zset; the first fixes the origin)
         self.through: int | None = None  # last day learnt (in this process)
         self.model = SegmentModel(cfg)
         self._days: list[int] = []
@@ -90,6 +95,7 @@ class DailySegments:
         pipe = redis.pipeline(transaction=False)
         for (day, cid), (k, features) in first.items():
             pipe.hsetnx(self.k_obs(day), cid, encode_observation(k, features))
+        pipe.zadd(self.k_obs_days, {str(day): day for day, _ in first}, nx=True)
         await pipe.execute()
         for day, cid in first:
             self._stored.setdefault(day, set()).add(cid)
@@ -103,17 +109,32 @@ class DailySegments:
             return 0
         complete = int(raw) - 1  # through D: every event before day D is done
         if self._origin is None:
-            await redis.set(self.k_origin, complete, nx=True)  # the first day count, for every worker
-            self._origin = int(await redis.get(self.k_origin))
+            # the day before the first observed day: a fact of the input, not of when a worker
+            # first got here (every worker, restart and replay finds the same origin). No
+            # observation can arrive any more for a complete day, so once the first observed
+            # day is complete, it is final.
+            origin = await redis.get(self.k_origin)
+            if origin is None:
+                first = await redis.zrange(self.k_obs_days, 0, 0)
+                if not first or int(_s(first[0])) > complete:
+                    return 0
+                await redis.set(self.k_origin, int(_s(first[0])) - 1, nx=True)
+                origin = await redis.get(self.k_origin)
+            self._origin = int(_s(origin))
         if self.through is None:
-            got = await redis.zrevrangebyscore(self.k_days, complete, "-inf", start=0, num=1)
-            blob = await redis.get(self.k_blob(int(_s(got[0])))) if got else None
-            if blob is not None:
-                self.through = int(_s(got[0]))
-                self.model = SegmentModel.from_bytes(blob, self.cfg)
-            else:
+            # a (re)started worker: the newest checkpoints, oldest first, enough to assign the
+            # days still being scored (day d needs the model through d - lag - 1)
+            got = await redis.zrevrangebyscore(self.k_days, complete, "-inf", start=0, num=self.lag + 3)
+            days = sorted(int(_s(g)) for g in got)
+            blobs = await redis.mget([self.k_blob(d) for d in days]) if days else []
+            for day, blob in zip(days, blobs):
+                if blob is not None:
+                    self.through = day
+                    self.model = SegmentModel.from_bytes(blob, self.cfg)
+                    self._keep(day)
+            if self.through is None:
                 self.through = self._origin
-            self._keep(self.through)
+                self._keep(self.through)
         learnt = 0
         while self.through < complete and learnt < max_days:
             day = self.through + 1
@@ -153,6 +174,7 @@ class DailySegments:
         pipe.unlink(*keys)
         if stale:
             pipe.zrem(self.k_days, *stale)
+        pipe.zremrangebyscore(self.k_obs_days, "-inf", f"({old}")
         await pipe.execute()
 
     def model_for(self, day: int) -> SegmentModel:

@@ -44,8 +44,22 @@ async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tup
     out = CrashingOutputs(rng, 0.08 if seed is not None else 0.0)
     ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
 
+    rate = 0.03 if seed is not None else 0.0
+
+    def crash_after(fn: Any) -> Any:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = await fn(*args, **kwargs)
+            if rng.random() < rate:  # killed right after Redis applied it, before anything else
+                raise Crash
+            return result
+        return wrapped
+
+    h.store.apply_and_read = crash_after(h.store.apply_and_read)  # type: ignore[method-assign]
+
     def fresh() -> Ingestor:
-        return Ingestor(h.store, settings, out, clock=lambda: h.clock_s)
+        ing = Ingestor(h.store, settings, out, clock=lambda: h.clock_s)
+        ing.scorer.portfolio.update = crash_after(ing.scorer.portfolio.update)  # type: ignore[method-assign]
+        return ing
 
     h.ingestor = fresh()
     h.out = out
@@ -96,7 +110,26 @@ async def snapshot(h: Harness) -> dict[str, Any]:
         "model": summary,
         "pending": await h.store.redis.zrange(f"{h.settings.key_prefix}labels:pending", 0, -1, withscores=True),
         "risk": await h.store.redis.zrange(f"{h.settings.key_prefix}risk", 0, -1, withscores=True),
+        "portfolio": await portfolio_keys(h),
     }
+
+
+async def portfolio_keys(h: Harness) -> dict[str, Any]:
+    """Every portfolio key (sums, records, segment observations and checkpoints), by value."""
+    r, prefix = h.store.redis, h.settings.key_prefix
+    out: dict[str, Any] = {}
+    async for key in r.scan_iter(match=f"{prefix}pf:*", count=1000):
+        kind = (await r.type(key)).decode()
+        name = key.decode()[len(prefix):]
+        if kind == "hash":
+            out[name] = await r.hgetall(key)
+        elif kind == "zset":
+            out[name] = await r.zrange(key, 0, -1, withscores=True)
+        elif kind == "string":
+            out[name] = await r.get(key)
+        else:
+            out[name] = kind
+    return out
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -109,12 +142,44 @@ async def test_crashes_anywhere_change_nothing(settings: Settings, redis_client:
                                               logs, seed)
     a, b = await snapshot(clean), await snapshot(crashed)
     assert crashes >= 3 and a["alerts"] and a["model"]
-    for what in ("state", "model", "pending", "risk", "alerts", "scores"):
-        if what == "state":
-            for cid in a["state"]:
-                assert a["state"][cid] == b["state"].get(cid), cid
+    assert any(k.startswith("pf:{pf}:seg:blob:") for k in a["portfolio"])  # segments were learnt
+    for what in ("state", "model", "pending", "risk", "alerts", "scores", "portfolio"):
+        if what in ("state", "portfolio"):
+            for key in a[what]:
+                assert a[what][key] == b[what].get(key), key
         assert a[what] == b[what], what
     for k in ("a:", "b:"):
         keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
         if keys:
             await redis_client.delete(*keys)
+
+
+async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings, redis_client: Any) -> None:
+    """Redis restarts empty in the middle of a drain: the rounds after it run on a blank state,
+    so the drain must not publish what they computed; the ingestor raises StateLostError (the
+    worker exits 3 and asks for a rebuild) and acknowledges nothing."""
+    from stream_app.ingest import Record, StateLostError
+
+    logs = sim_records(customers=10, days=20, seed=4)
+    h = Harness(settings, redis_client)
+    ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
+    await h.ingestor.assign(ends)
+    calls = 0
+    real = h.store.apply_and_read
+
+    async def wipe_after_first_round(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await real(*args, **kwargs)
+        if calls == 2:  # Redis comes back empty: every key of this deployment is gone
+            keys = [k async for k in redis_client.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
+            await redis_client.delete(*keys)
+        return result
+
+    h.store.apply_and_read = wipe_after_first_round  # type: ignore[method-assign]
+    records = [Record(settings.topic(t), p, i, v, ends[(settings.topic(t), p)])
+               for (t, p), log in sorted(logs.items()) for i, v in enumerate(log)]
+    with pytest.raises(StateLostError):
+        await h.ingestor.handle(records)
+    assert calls >= 3  # rounds ran on the blank state after the wipe
+    assert h.out.alert_list == [] and h.out.score_list == []
