@@ -206,7 +206,7 @@ def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
     for f, val in main.items():
         if f[0] != "m" or not f[1:].lstrip("-").isdigit():
             continue
-        ts_s, cents_s = val.split(",")
+        ts_s, cents_s, *_ = val.split(",")  # "ts,cents[,active]"
         point = (int(ts_s), int(cents_s))
         if int(f[1:]) < start_day:
             if before is None or point[0] > before[0]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from .periods import DAY_MS, Period, month_of
@@ -231,12 +231,18 @@ class _Timeline:
     sub: dict[int, list[int]]  # day -> started, renewed, upgraded, downgraded, cancelled, reactivated
     mdays: list[int]  # days with an MRR change point (sorted)
     mpts: dict[int, tuple[int, int]]  # day -> (ts, cents) of the day's latest subscription event
+    mact: dict[int, bool] = field(default_factory=dict)  # day -> active after that day (points that say so)
 
     def active_at(self, t_ms: int) -> bool:
         """Active after every subscription event with ``ts < t_ms`` (``t_ms`` a day boundary)."""
         if self.sts is not None and self.sts < t_ms:
             return self.st != "cancelled"
         day = t_ms // DAY_MS
+        # the newest MRR point before t says whether the day's last event left the customer
+        # active (kept also before the window: a reactivation long ago still counts)
+        j = bisect_left(self.mdays, day) - 1
+        if j >= 0 and self.mdays[j] in self.mact:
+            return self.mact[self.mdays[j]]
         i = bisect_left(self.sub_days, day) - 1
         if i >= 0:
             d = self.sub_days[i]
@@ -270,6 +276,7 @@ def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
     main = raw.main
     sub: dict[int, list[int]] = {}
     mpts: dict[int, tuple[int, int]] = {}
+    mact: dict[int, bool] = {}
     surveys: list[tuple[int, str]] = []
     for f, val in main.items():
         k = f[0]
@@ -280,8 +287,10 @@ def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
             elif k == "b":
                 sub[d] = _vec(val, 6)
             else:
-                ts, cents = val.split(",")
+                ts, cents, *flag = val.split(",")  # "ts,cents[,active]" (older points: no flag)
                 mpts[d] = (int(ts), int(cents))
+                if flag:
+                    mact[d] = flag[0] == "1"
 
     def opt(key: str) -> int | None:
         v = main.get(key)
@@ -289,7 +298,7 @@ def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
 
     tl = _Timeline(
         st=main.get("st"), sts=opt("sts"), mrr=opt("mrr") or 0, start=opt("start"), cts=opt("cts"),
-        sub_days=sorted(sub), sub=sub, mdays=sorted(mpts), mpts=mpts,
+        sub_days=sorted(sub), sub=sub, mdays=sorted(mpts), mpts=mpts, mact=mact,
     )
     return tl, surveys
 

@@ -1,13 +1,13 @@
 """Portfolio KPIs as Prometheus gauges: a collector to register with ``prometheus_client``.
 
 The collector never touches Redis itself (``collect`` runs on the scrape thread): it reads a
-:class:`PortfolioSnapshot` from a callable, typically a :class:`SnapshotCache` that an async
-task refreshes (one sums read per period, O(1) in the number of customers)::
+:class:`PortfolioSnapshot` from a callable, typically a :class:`KpiCache` that async code
+refreshes (one sums read per period, O(1) in the number of customers)::
 
-    cache = SnapshotCache(tracker)
-    REGISTRY.register(PortfolioCollector(cache))
+    cache = KpiCache(settings, ttl_s=15)
+    registry.register(PortfolioCollector(cache))
     ...
-    await cache.refresh(redis)          # e.g. from a timer, every few seconds
+    await cache.get(redis)              # e.g. on a scrape: re-reads at most every ttl_s
 
 Series are labelled by period kind (``month``/``quarter``: the current period), segment
 (``all`` or ``seg<i>``) and, for the mixes, band or stage; cohort retention by cohort month
@@ -16,6 +16,8 @@ and months since sign-up.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,26 +110,49 @@ class PortfolioCollector(Collector):
         return []  # registration must not call the source
 
 
-async def portfolio_snapshot(tracker: Any, redis: Any, segments: bool = True) -> PortfolioSnapshot:
-    """The current month's and quarter's KPIs (overall and per segment) and the cohorts."""
-    kpis: list[Kpis] = []
-    for kind in tracker.cfg.periods:
-        kpis += await tracker.report(redis, kind, count=1)
-        if segments:
-            kpis += list((await tracker.segment_reports(redis, kind)).values())
-    return PortfolioSnapshot(kpis=kpis, cohorts=await tracker.cohorts(redis))
+class KpiCache:
+    """The dashboard's and ``/metrics``' view of the live KPIs, re-read at most every ``ttl_s``.
 
+    ``get`` returns a JSON-ready dict: the last ``months`` months and the current quarter
+    (everyone), and the cohort table; ``snapshot`` is what :class:`PortfolioCollector` reads
+    (the current month and quarter, overall and per segment).
+    """
 
-class SnapshotCache:
-    """Holds the latest snapshot for :class:`PortfolioCollector`; ``refresh`` it from async code."""
+    def __init__(self, settings: Any, ttl_s: float = 5.0, months: int = 3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        from .portfolio import PortfolioTracker
 
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
-        self.value: PortfolioSnapshot | None = None
+        self.tracker = PortfolioTracker(settings)
+        self.ttl_s, self.months = ttl_s, months
+        self.enabled = bool(settings.portfolio_enabled)
+        self.snapshot: PortfolioSnapshot | None = None
+        self._view: dict[str, Any] | None = None
+        self._read_at = -1e18
+        self._lock = asyncio.Lock()
+        self._clock = clock
 
-    async def refresh(self, redis: Any) -> PortfolioSnapshot:
-        self.value = await portfolio_snapshot(self.tracker, redis)
-        return self.value
+    async def get(self, redis: Any) -> dict[str, Any]:
+        async with self._lock:
+            now = self._clock()
+            if self._view is None or now - self._read_at >= self.ttl_s:
+                # each period kind read once: the dashboard's columns, and the current period
+                # (the last column) with its segments for the gauges
+                reports: dict[str, list[Kpis]] = {}
+                current: list[Kpis] = []
+                for kind in self.tracker.cfg.periods:
+                    reports[kind] = await self.tracker.report(redis, kind, self.months if kind == "month" else 1)
+                    current += reports[kind][-1:]
+                    current += (await self.tracker.segment_reports(redis, kind)).values()
+                self.snapshot = PortfolioSnapshot(kpis=current, cohorts=await self.tracker.cohorts(redis))
+                self._view = {
+                    "enabled": self.enabled,
+                    "months": [k.model_dump(mode="json") for k in reports.get("month", [])],
+                    "quarters": [k.model_dump(mode="json") for k in reports.get("quarter", [])],
+                    "cohorts": [c.model_dump(mode="json") for c in self.snapshot.cohorts],
+                    "gross_margin": self.tracker.cfg.gross_margin,
+                }
+                self._read_at = now
+            return self._view
 
     def __call__(self) -> PortfolioSnapshot | None:
-        return self.value
+        return self.snapshot

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .faults import FaultInjector
+from .kpi_metrics import KpiCache, PortfolioCollector
 from .metrics import (
     CONTENT_TYPE,
     STAGE_PROCESSED,
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
 #: the model summary is read from Redis at most this often, at scrape time (seconds)
 MODEL_SUMMARY_TTL_S = 5.0
+#: the portfolio KPI gauges are re-read from Redis at most this often (they move per event)
+KPI_TTL_S = 15.0
 #: the broker is asked for the input partitions' end offsets at most this often (seconds)
 OFFSETS_EVERY_S = 2.0
 
@@ -141,6 +144,11 @@ class Ops:
                 errors=lambda: dict(self.errors),
             )
         )
+        # issue 7: the live portfolio KPIs as gauges (current month and quarter, overall and per
+        # segment, cohorts); read from the per-period sums at most every KPI_TTL_S, on scrape
+        self.kpis: KpiCache | None = KpiCache(settings, ttl_s=KPI_TTL_S, clock=self.mono) if settings.portfolio_enabled else None
+        if self.kpis is not None:
+            self.metrics.registry.register(PortfolioCollector(self.kpis, namespace="churnstream"))
 
     @property
     def ingestor(self) -> Ingestor | None:
@@ -270,7 +278,15 @@ class Ops:
             log.warning("watchdog: worker recovered")
         self._last_status = rep.status
 
-    # --- model summary (read at scrape time) ----------------------------------------------
+    # --- model summary and portfolio KPIs (read at scrape time) ----------------------------
+    def _client(self) -> Any:
+        """The Redis client for scrape-time reads (created on first use)."""
+        if self._redis is None:
+            from .app import redis_client
+
+            self._redis = redis_client(self.settings)
+        return self._redis
+
     async def refresh_model(self) -> None:
         if self.mono() - self._model_read_at < MODEL_SUMMARY_TTL_S:
             return
@@ -279,20 +295,26 @@ class Ops:
         from .state import StateStore
 
         try:
-            if self._redis is None:
-                from .app import redis_client
-
-                self._redis = redis_client(self.settings)
             self._model = await asyncio.wait_for(
-                model_summary(StateStore(self._redis, self.settings), self.settings), timeout=2.0
+                model_summary(StateStore(self._client(), self.settings), self.settings), timeout=2.0
             )
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is away
             self.errors["metrics"] += 1
             log.warning("metrics: model summary unavailable (%s)", type(exc).__name__)
 
     # --- HTTP ------------------------------------------------------------------------------
+    async def refresh_kpis(self) -> None:
+        if self.kpis is None:
+            return
+        try:
+            await asyncio.wait_for(self.kpis.get(self._client()), timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is away
+            self.errors["metrics"] += 1
+            log.warning("metrics: portfolio KPIs unavailable (%s)", type(exc).__name__)
+
     async def metrics_view(self, request: web.Request) -> web.Response:
         await self.refresh_model()
+        await self.refresh_kpis()
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def health_view(self, request: web.Request) -> web.Response:

@@ -84,6 +84,8 @@ class Assessment:
 
 #: one scoring's segmentation input: (order time, customer id, month, features, learn)
 Observation = tuple[int, str, int, dict[str, float], bool]
+#: an observation recovered from an outbox after a crash: (order time, customer id, features)
+ReplayedObservation = tuple[int, str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -216,12 +218,14 @@ class PortfolioTracker:
                            observations=prev.observations + item.observations)
         acc[item.customer_id] = item
 
-    async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem]) -> list[PortfolioItem]:
-        """Store the scorings' segmentation inputs, learn the days now complete, and give each
-        month's record the segment of its latest scoring, assigned by the model pinned to that
-        scoring's day (``segment_days``): the same however the input was batched."""
+    async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem],
+                              replayed: Sequence[ReplayedObservation] = ()) -> list[PortfolioItem]:
+        """Store the scorings' segmentation inputs (and ``replayed`` ones, see ``update``), learn
+        the days now complete, and give each month's record the segment of its latest scoring,
+        assigned by the model pinned to that scoring's day (``segment_days``): the same however
+        the input was batched."""
         obs = [o for it in items for o in it.observations]
-        await self.segments.observe(redis, ((k, cid, f) for k, cid, _, f, learn in obs if learn))
+        await self.segments.observe(redis, [*replayed, *((k, cid, f) for k, cid, _, f, learn in obs if learn)])
         await self.segments.advance(redis)
         latest: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
         for k, cid, m, features, _ in obs:
@@ -236,19 +240,26 @@ class PortfolioTracker:
         """Before a batch: learn the segmentation days completed since (cheap when none)."""
         await self.segments.advance(redis)
 
-    async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None) -> int:
-        """Write the scored customers' records; ``now_ms`` is the event-time watermark.
+    async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None,
+                     replayed: Sequence[ReplayedObservation] = ()) -> int:
+        """Write the scored customers' records; ``now_ms`` is the event-time watermark;
+        ``replayed``: segmentation observations ``(order time, customer id, features)`` of
+        scorings before a crash, recovered from the customers' outboxes.
 
         Returns the number of records that changed.
         """
-        if not items:
+        if not items and not replayed:
             return 0
         async with self._lock:
-            return await self._update(redis, items, now_ms)
+            if not items:
+                await self.segments.observe(redis, replayed)
+                return 0
+            return await self._update(redis, items, now_ms, replayed)
 
-    async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None) -> int:
+    async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None,
+                      replayed: Sequence[ReplayedObservation] = ()) -> int:
         t0 = time.perf_counter()
-        items = await self.assign_segments(redis, items)
+        items = await self.assign_segments(redis, items, replayed)
         now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
         meta = await read_meta(redis, self.keys)
         if meta.rolled.get("month") is None or now_m > meta.rolled["month"]:

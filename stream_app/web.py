@@ -17,6 +17,7 @@ Endpoints (relative to ``/dashboard/``)::
     GET  /                      the page (static HTML + JS, Chart.js; no build step)
     GET  api/at-risk            ?band=red|yellow|green&offset=0&limit=25
     GET  api/portfolio          tiles and the health-score distribution
+    GET  api/kpis               live portfolio KPIs: recent months, current quarter, cohorts
     GET  api/customer           ?id=<customer id>
     GET  api/alerts             ?limit=50[&customer_id=...]  newest first
     GET  api/stream             server-sent events: "alert" (id = sequence number; Last-Event-ID resumes)
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas.errors import field_error, format_errors, format_validation_error
 
 from .feeds import LiveFeeds
+from .kpi_metrics import KpiCache
 from .tiles import PortfolioCache
 from .queries import customer_detail, model_summary, risk_page
 from .settings import Settings
@@ -56,6 +58,7 @@ STORE: web.AppKey[StateStore] = web.AppKey("store", StateStore)
 FEEDS: web.AppKey[LiveFeeds] = web.AppKey("feeds", LiveFeeds)
 PORTFOLIO: web.AppKey[PortfolioCache] = web.AppKey("portfolio", PortfolioCache)
 TASKS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("tasks", list)
+KPIS: web.AppKey[KpiCache] = web.AppKey("kpis", KpiCache)
 
 
 # --- request models ----------------------------------------------------------------------------
@@ -133,6 +136,12 @@ async def portfolio(request: web.Request) -> web.Response:
     data["refresh_s"] = round(cache.interval_s(), 1)
     data["risk_threshold"] = request.app[SETTINGS].risk_alert_threshold
     return json_response(data)
+
+
+async def kpis(request: web.Request) -> web.Response:
+    """Live portfolio KPIs (issue 7): the last months and the current quarter, overall, with
+    the cohort table; read from the per-period sums (O(1) in customers), cached a few seconds."""
+    return json_response(await request.app[KPIS].get(request.app[STORE].redis))
 
 
 async def customer(request: web.Request) -> web.Response:
@@ -213,6 +222,7 @@ async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[STORE] = StateStore(redis_client(settings), settings)
     app[PORTFOLIO] = PortfolioCache(app[STORE], settings)
+    app[KPIS] = KpiCache(settings)
     app[FEEDS].start()
     app[TASKS] = [asyncio.create_task(app[PORTFOLIO].run())]
 
@@ -253,6 +263,7 @@ def create_dashboard_app(settings: Settings) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/api/at-risk", at_risk)
     app.router.add_get("/api/portfolio", portfolio)
+    app.router.add_get("/api/kpis", kpis)
     app.router.add_get("/api/customer", customer)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/stream", stream)

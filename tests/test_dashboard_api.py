@@ -189,6 +189,25 @@ async def test_portfolio_tiles_match_the_state(seeded: Harness, seeded_client: T
     assert tiles["age_s"] is not None and tiles["refresh_s"] >= s.dashboard_refresh_s
 
 
+async def test_kpis_are_the_live_portfolio_sums(seeded: Harness, seeded_client: TestClient) -> None:
+    """/api/kpis serves the tracker's report of the per-period sums (the KPI formulas are tested
+    against hand-computed months in test_kpis); here: the same figures, and they are real."""
+    from stream_app.portfolio import PortfolioTracker
+
+    tracker = PortfolioTracker(seeded.settings)
+    months = await tracker.report(seeded.store.redis, "month", 3)
+    d = await get_json(seeded_client, f"{API}/kpis")
+    assert [k["period"] for k in d["months"]] == [k.period for k in months] and len(months) >= 2
+    assert d["months"] == [k.model_dump(mode="json") for k in months]
+    mains = await all_main(seeded)
+    active = [m for m in mains.values() if m.get("st") != "cancelled" and "mrr" in m]
+    now = d["months"][-1]
+    assert now["partial"] and now["customers_end"] == len(active)
+    assert now["mrr_end"] == pytest.approx(sum(int(m["mrr"]) for m in active) / 100)
+    assert d["quarters"] and d["quarters"][-1]["customers_end"] == now["customers_end"]
+    assert d["cohorts"] and d["cohorts"][0]["size"] >= 1
+
+
 async def test_customer_page_data(seeded: Harness, seeded_client: TestClient) -> None:
     top = (await get_json(seeded_client, f"{API}/at-risk?limit=1"))["rows"][0]["customer_id"]
     d = await get_json(seeded_client, f"{API}/customer?id={top}")

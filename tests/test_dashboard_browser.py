@@ -163,6 +163,17 @@ async def test_dashboard_in_chromium(live: LiveEnv, tmp_path: Path) -> None:
             banded = sum(int(n.replace(",", "")) for n in re.findall(r"([\d,]+) (?:red|yellow|green)", band_note))
             assert dist_total == banded  # every scored active customer counted once, as the band tile counts them
             assert await page.evaluate(CANVAS_INK, "dist") > 500
+            # the live portfolio KPIs: a column per recent month and the current quarter, a row per KPI
+            # (the KPI rows are drawn even before the first period has data: wait for the columns,
+            # which the 5 s refresh adds once the portfolio has sums)
+            await page.wait_for_function(
+                "document.querySelectorAll('#kpis tbody tr').length >= 10"
+                " && [...document.querySelectorAll('#kpis thead th')].some(h => h.textContent.includes('Q'))",
+                timeout=30_000)
+            heads = await page.eval_on_selector_all("#kpis thead th", "hs => hs.map(h => h.textContent)")
+            assert heads[0] == "KPI" and any("Q" in h for h in heads[1:]) and any("(so far)" in h for h in heads)
+            mrr_row = await page.eval_on_selector_all("#kpis tbody tr:nth-child(4) td", "ds => ds.map(d => d.textContent)")
+            assert mrr_row[0] == "MRR (end)" and mrr_row[-1].startswith("$")
 
             # 3. the customer page draws its chart (health and churn probability per day)
             # (the customer's link, followed in-page; the live list may have moved it off this page)

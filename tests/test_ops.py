@@ -147,7 +147,7 @@ async def test_metrics_read_the_pipeline(ops_setup: tuple[Harness, Ops, TestClie
     summary = ChurnModel(h.settings.model_min_labels, h.settings.model_min_positives).summary()
     await redis_client.set(f"{h.settings.key_prefix}model:summary", orjson.dumps(summary))
     await redis_client.set(f"{h.settings.key_prefix}model:version", 3)
-    mono.t += 10  # the summary is cached for a few seconds
+    mono.t += 20  # the summary and the KPIs are cached for a few seconds
 
     fams = families(await (await c.get("/metrics", headers=auth)).text())
     act = h.settings.topic("activity")
@@ -171,6 +171,10 @@ async def test_metrics_read_the_pipeline(ops_setup: tuple[Harness, Ops, TestClie
     assert {s.labels["model"] for s in fams["churnstream_model_prequential_roc_auc"].samples} >= {"prior"}
     assert value(fams, "churnstream_model_info", serving=summary["serving"]) == 1
     assert value(fams, "churnstream_dependency_errors_total", component="ingest") == 0
+    # issue 7: the live portfolio KPIs as gauges (current month and quarter, everyone): the one
+    # NPS answer is a detractor
+    assert value(fams, "churnstream_portfolio_nps", period="month", segment="all") == -100.0
+    assert value(fams, "churnstream_portfolio_nps", period="quarter", segment="all") == -100.0
 
 
 async def test_health_then_stall_logged_then_exit(ops_setup: tuple[Harness, Ops, TestClient, Clock],

@@ -286,6 +286,28 @@ async def test_status_at_month_end_from_day_buckets_matches_the_events(h: Harnes
 HOUR = timedelta(hours=1)
 
 
+async def test_a_reactivation_older_than_the_window_still_counts_at_month_start(h: Harness, redis_client: Any) -> None:
+    """Found by the 2,000-customer bench: cancelled in January, reactivated in early April,
+    renewed monthly. By July the April day bucket is pruned (90-day window); the May record,
+    still restated then, must keep "active at May 1" (the MRR point kept before the window
+    says so), not fall back on the January cancellation."""
+    d = lambda m, day: datetime(2026, m, day, 10, tzinfo=timezone.utc)  # noqa: E731
+    subs = [("started", d(1, 1), 75), ("cancelled", d(1, 5), 0), ("reactivated", d(4, 4), 60),
+            ("renewed", d(5, 4), 60), ("renewed", d(6, 3), 60), ("downgraded", d(6, 24), 45), ("renewed", d(7, 3), 45)]
+    events = [{"topic": "subscriptions", "event_id": f"b{i}", "customer_id": "r", "ts": at.isoformat(),
+               "status": status, "mrr": mrr} for i, (status, at, mrr) in enumerate(subs)]
+    events += [{"topic": "activity", "event_id": f"a{i}", "customer_id": "r", "ts": (d(4, 5) + i * 3 * DAY).isoformat(),
+                "action": "login"} for i in range(30)]
+    events.sort(key=lambda e: e["ts"])
+    await feed_all(h, events, batch=3)
+    may, jun = APR.next(), APR.next(2)
+    live = await all_sums(tracker_of(h), redis_client, [APR, may, jun])
+    ref = reference_sums(events)
+    for p in (APR, may, jun):
+        assert event_part(live[p]) == {g: {f: v for f, v in s.items() if v} for g, s in ref[p].items()}, p.label
+    assert live[may]["*"]["a0"] == 1 and "new" not in event_part(live[may])["*"]
+
+
 async def test_an_older_state_never_overwrites_a_newer_one(h: Harness, redis_client: Any) -> None:
     """Two refreshes of one customer run concurrently (a worker's agents share the scorer):
     the one that read the state before the other's events finishes last, and is ignored."""

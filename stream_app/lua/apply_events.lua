@@ -386,10 +386,15 @@ local function apply_subscription(e, day, in_window)
   if status == 'cancelled' then
     if ts >= num(redis.call('HGET', H, 'cts'), -1) then redis.call('HSET', H, 'cts', ts) end
   end
-  -- MRR change point of the day: the latest by event time wins
+  -- MRR change point of the day: the latest by event time wins. It also says whether the
+  -- customer is active after the day (1) or cancelled (0): the point kept before the window
+  -- then answers "active at a month start" when that month's buckets are pruned (a
+  -- reactivation long ago would otherwise be forgotten behind an older cancellation)
   local mp = redis.call('HGET', H, 'm' .. day)
   local mts = mp and tonumber(string.match(mp, '^(-?%d+),')) or nil
-  if mts == nil or ts >= mts then redis.call('HSET', H, 'm' .. day, string.format('%d,%d', ts, cents)) end
+  if mts == nil or ts >= mts then
+    redis.call('HSET', H, 'm' .. day, string.format('%d,%d,%d', ts, cents, status == 'cancelled' and 0 or 1))
+  end
   if in_window then
     local b = vget(H, 'b' .. day, 6)
     b[SUB_INDEX[status]] = b[SUB_INDEX[status]] + 1

@@ -124,6 +124,40 @@ async function loadPortfolio() {
   }
 }
 
+// ---- portfolio KPIs (live per-period sums) ---------------------------------------------------------
+const KPI_ROWS = [
+  ["Customers (start → end)", k => `${num(k.customers_start)} → ${num(k.customers_end)}`],
+  ["New / churned", k => `${num(k.new_customers)} / ${num(k.churned_customers)}`],
+  ["Logo churn / retention", k => `${pct(k.logo_churn_rate, 1)} / ${pct(k.logo_retention_rate, 1)}`],
+  ["MRR (end)", k => money(k.mrr_end)],
+  ["GRR / NRR", k => `${pct(k.grr, 1)} / ${pct(k.nrr, 1)}`],
+  ["Expansion (customers / MRR)", k => `${pct(k.expansion_customer_rate, 1)} / ${pct(k.expansion_mrr_rate, 1)}`],
+  ["ARPA / CLV", k => `${money(k.arpa)} / ${money(k.clv)}`],
+  ["CSAT / NPS", k => `${pct(k.csat, 0)} / ${k.nps == null ? "–" : num(k.nps, 0)}`],
+  ["Engagement / repeat", k => `${pct(k.engagement_rate, 0)} / ${pct(k.repeat_rate, 0)}`],
+  ["Avg health (green/yellow/red)", k => `${num(k.avg_health, 1)} (${["green", "yellow", "red"].map(b => num((k.band_mix || {})[b] || 0)).join("/")})`],
+  ["MRR at risk", k => `${money(k.mrr_at_risk)} (${pct(k.mrr_at_risk_share, 1)})`],
+];
+
+async function loadKpis() {
+  const d = await api("kpis");
+  const cols = [...d.months, ...d.quarters];
+  const table = document.getElementById("kpis");
+  document.getElementById("kpis-empty").hidden = cols.length > 0;
+  table.hidden = cols.length === 0;
+  table.tHead.replaceChildren(el("tr", {}, el("th", { text: "KPI" }),
+    ...cols.map(k => el("th", { class: "num", text: k.period + (k.partial ? " (so far)" : "") }))));
+  table.tBodies[0].replaceChildren(...KPI_ROWS.map(([label, f]) =>
+    el("tr", {}, el("td", { text: label }), ...cols.map(k => el("td", { class: "num", text: f(k) })))));
+  document.getElementById("kpi-note").textContent = `event-time periods · gross margin ${pct(d.gross_margin, 0)}`;
+  const width = Math.max(0, ...d.cohorts.map(c => c.retention.length));
+  const ct = document.getElementById("cohorts");
+  ct.tHead.replaceChildren(el("tr", {}, el("th", { text: "Cohort" }), el("th", { class: "num", text: "Size" }),
+    ...Array.from({ length: width }, (_, i) => el("th", { class: "num", text: `+${i + 1}m` }))));
+  ct.tBodies[0].replaceChildren(...d.cohorts.map(c => el("tr", {}, el("td", { text: c.cohort }), el("td", { class: "num", text: num(c.size) }),
+    ...Array.from({ length: width }, (_, i) => el("td", { class: "num", text: i < c.retention.length ? pct(c.retention[i], 0) + (c.last_partial && i === c.retention.length - 1 ? "*" : "") : "" })))));
+}
+
 async function loadModel() {
   try {
     const m = await api("model");
@@ -244,7 +278,7 @@ async function loadCustomer(id) {
 
 // ---- routing and refresh --------------------------------------------------------------------------
 async function refreshOverview() {
-  await Promise.allSettled([loadAtRisk(), loadPortfolio(), loadModel()]);
+  await Promise.allSettled([loadAtRisk(), loadPortfolio(), loadModel(), loadKpis()]);
 }
 
 function route() {
