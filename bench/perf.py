@@ -603,13 +603,14 @@ def main() -> int:
     ap.add_argument("--days", type=int)
     ap.add_argument("--activity-scale", type=float)
     ap.add_argument("--product-budget", type=float)
+    ap.add_argument("--latency-rate", type=float, help="offered events/s of the latency stage (default 2000)")
     ap.add_argument("--stages", default=",".join(STAGES), help=f"subset of {','.join(STAGES)}")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", default=None, help="JSON path (default: bench/results/perf-<date>.json; smoke: none)")
     args = ap.parse_args()
     cfg = replace(SMOKE) if args.smoke else Config()
     for name, attr in (("customers", "customers"), ("days", "days"), ("activity_scale", "activity_scale"),
-                       ("product_budget", "product_budget_s")):
+                       ("product_budget", "product_budget_s"), ("latency_rate", "latency_rate")):
         if getattr(args, name) is not None:
             setattr(cfg, attr, getattr(args, name))
     if args.no_profile:

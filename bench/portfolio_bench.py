@@ -141,7 +141,7 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
     pure: list[float] = []
     full: list[float] = []
     full_changed: list[float] = []
-    for rep in range(args.micro_repeats + 1):
+    for rep in range(max(2, args.micro_repeats) + 1):  # >= 2 timed rounds: one changed, one not
         for i in range(0, len(prepared), args.micro_batch):
             chunk = prepared[i : i + args.micro_batch]
             t = time.perf_counter()
@@ -224,13 +224,20 @@ async def verify(args: argparse.Namespace, settings: Settings, client: aioredis.
     ref = reference_sums(({**e.event, "topic": e.topic} for e in sim_of(args).events()), dedupe=False)
     t = PortfolioTracker(settings)
     live = await t.sums(client, sorted(ref))
-    bad = []
+    bad: list[str] = []
+    details: list[str] = []
     for p, groups in ref.items():
         got = {g: {f: v for f, v in s.items() if f in EVENT_FIELDS and v} for g, s in live[p].items()
                if g == "*" or g.startswith("c")}
-        if {g: s for g, s in got.items() if s} != groups:
+        got = {g: s for g, s in got.items() if s}
+        if got != groups:
             bad.append(p.label)
-    return {"periods_compared": len(ref), "periods_different": bad}
+            for g in sorted(set(got) | set(groups)):
+                a, b = got.get(g, {}), groups.get(g, {})
+                for f in sorted(set(a) | set(b)):
+                    if a.get(f) != b.get(f) and len(details) < 60:
+                        details.append(f"{p.label} {g}:{f} live {a.get(f)} reference {b.get(f)}")
+    return {"periods_compared": len(ref), "periods_different": bad, "differences": details}
 
 
 ROWS = [("customers (start -> end)", lambda k: f"{k['customers_start']:,} -> {k['customers_end']:,}"),
@@ -273,7 +280,7 @@ def main() -> int:
                     help="SCORE_TICK_S: 0 scores every event (live); e.g. 3600 for a faster backfill")
     ap.add_argument("--micro-customers", type=int, default=500)
     ap.add_argument("--micro-batch", type=int, default=100)
-    ap.add_argument("--micro-repeats", type=int, default=4)
+    ap.add_argument("--micro-repeats", type=int, default=4, help="timed rounds per batch (at least 2; an extra first one warms up)")
     ap.add_argument("--verify", action="store_true", help="compare the live sums with the batch reference")
     ap.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     ap.add_argument("--json-out", default=None)

@@ -32,6 +32,7 @@ async def shoot(url: str, out: Path, wait_rows: int = 10) -> str:
         await page.goto(url)
         await page.wait_for_function(f"document.querySelectorAll('#atrisk tbody tr').length >= {wait_rows}", timeout=120_000)
         await page.wait_for_function("document.querySelectorAll('#feed li').length >= 3", timeout=120_000)
+        await page.wait_for_function("document.querySelectorAll('#kpis tbody tr').length >= 10", timeout=60_000)
         await page.wait_for_timeout(6000)  # a refresh or two: tiles and the live feed settle
         await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
         # the riskiest customer with a month of daily scores (a customer who went silent is not

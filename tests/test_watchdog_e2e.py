@@ -119,6 +119,8 @@ def test_frozen_agent_fires_the_watchdog(wd_env: dict[str, str], workers: list[W
     assert "watchdog: worker STALLED" in log and "record(s) waiting, no progress for" in log
     assert f"{env['TOPIC_PREFIX']}activity[" in log
     assert "exiting with status 70" in log
+    print(f"\nwatchdog: /health 503 after {waited:.1f} s of stall; stalled partitions {stalled}; exit status {rc}")
+    print("\n".join(ln for ln in log.splitlines() if "watchdog" in ln))
 
 
 def test_crashed_agent_holds_ingestion_exits_and_nothing_is_lost(
