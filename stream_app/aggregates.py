@@ -149,35 +149,74 @@ class _Parsed:
 
 def compute_window(raw: RawCustomerState | _Parsed, now_ms: int, window: int) -> WindowAggregates:
     """Sum the day buckets that fall inside one window."""
+    return compute_windows(raw, now_ms, [window])[window]
+
+
+def _add(acc: list[int], v: list[int]) -> None:
+    for i in range(len(acc)):
+        acc[i] += v[i]
+
+
+def compute_windows(raw: RawCustomerState | _Parsed, now_ms: int, windows: list[int]) -> dict[int, WindowAggregates]:
+    """Every window's sums in one pass over the buckets (scoring runs this per event).
+
+    Windows nest (each holds the last ``w`` days), so each bucket is added once, to the
+    band of the smallest window holding it, and the bands are then accumulated outwards.
+
+    >>> raw = RawCustomerState("c", main={"na": "0"}, days={"9": "5,1", "5": "7,2", "0": "1,4"})
+    >>> [(w, a.activity_events, a.active_days) for w, a in compute_windows(raw, 9 * DAY_MS, [1, 7, 30]).items()]
+    [(1, 1, 1), (7, 3, 2), (30, 7, 3)]
+    """
     p = raw if isinstance(raw, _Parsed) else _Parsed(raw)
-    days = window_days(now_ms, window)
-    lo, hi = days.start, days.stop - 1
+    today = now_ms // DAY_MS
+    order = sorted(set(windows))
+    nb = len(order)
     n_slots = len(p.slot_names)
-    actions = [0] * n_slots
-    other = duration = active_days = 0
+
+    def band(d: int) -> int:
+        """Index of the smallest window holding day ``d`` (-1: none, or after today)."""
+        age = today - d
+        if age < 0:
+            return -1
+        for j, w in enumerate(order):
+            if age < w:
+                return j
+        return -1
+
+    act = [[0] * (2 + n_slots) for _ in range(nb)]
+    active_days = [0] * nb
     for d, v in p.activity:
-        if lo <= d <= hi:
-            duration += v[0]
-            other += v[1]
-            for i in range(n_slots):
-                actions[i] += v[2 + i]
+        j = band(d)
+        if j >= 0:
+            _add(act[j], v)
             if any(v[1:]):
-                active_days += 1
-    users = sum(1 for is_user, d in p.seen if is_user and d >= lo)
-    features = sum(1 for is_user, d in p.seen if not is_user and d >= lo)
-    t = [0] * 8
-    for d, v in p.tickets:
-        if lo <= d <= hi:
-            t = [a + b for a, b in zip(t, v)]
-    sv = [0] * 10
-    for d, v in p.surveys:
-        if lo <= d <= hi:
-            sv = [a + b for a, b in zip(sv, v)]
-    b = [0] * 6
-    for d, v in p.billing:
-        if lo <= d <= hi:
-            b = [x + y for x, y in zip(b, v)]
-    named = {name: c for name, c in zip(p.slot_names, actions) if c}
+                active_days[j] += 1
+    users, features = [0] * nb, [0] * nb
+    for is_user, d in p.seen:
+        j = 0 if d > today else band(d)  # a member seen after "now" (a late event) counts everywhere
+        if j >= 0:
+            (users if is_user else features)[j] += 1
+    t, sv, b = [[0] * 8 for _ in range(nb)], [[0] * 10 for _ in range(nb)], [[0] * 6 for _ in range(nb)]
+    for rows, acc in ((p.tickets, t), (p.surveys, sv), (p.billing, b)):
+        for d, v in rows:
+            j = band(d)
+            if j >= 0:
+                _add(acc[j], v)
+    for j in range(1, nb):  # outwards: window j holds every smaller window's days
+        for acc in (act, t, sv, b):
+            _add(acc[j], acc[j - 1])
+        active_days[j] += active_days[j - 1]
+        users[j] += users[j - 1]
+        features[j] += features[j - 1]
+    out = {w: _window(w, p.slot_names, act[j], active_days[j], users[j], features[j], t[j], sv[j], b[j])
+           for j, w in enumerate(order)}
+    return {w: out[w] for w in windows}
+
+
+def _window(window: int, slot_names: list[str], act: list[int], active_days: int, users: int, features: int,
+            t: list[int], sv: list[int], b: list[int]) -> WindowAggregates:
+    duration, other, actions = act[0], act[1], act[2:]
+    named = {name: c for name, c in zip(slot_names, actions) if c}
     if other:
         named["other"] = other
     nps_n, csat_n, ces_n = sv[0], sv[5], sv[8]
@@ -234,9 +273,7 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
     longest = max(windows_days)
     windows: dict[str, WindowAggregates] = {}
     if now is not None:
-        parsed = _Parsed(raw)
-        for w in windows_days:
-            windows[f"{w}d"] = compute_window(parsed, now, w)
+        windows = {f"{w}d": agg for w, agg in compute_windows(raw, now, windows_days).items()}
     mrr_change = None
     if now is not None and mrr_cents is not None:
         base = _mrr_at_window_start(main, window_days(now, longest).start)

@@ -163,6 +163,17 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _pairs(flat: Sequence[bytes | str]) -> dict[str, str]:
+    """A flat ``HGETALL`` reply from a script (field, value, field, value...) as a str dict.
+
+    >>> _pairs([b"n", b"3", "hs", "710"])
+    {'n': '3', 'hs': '710'}
+    """
+    # decoded in one pass: this runs for every field of every scored event
+    items = [v.decode() if type(v) is bytes else v for v in flat]
+    return dict(zip(items[::2], items[1::2]))
+
+
 class StateStore:
     """Reads and atomically updates customer state; tracks partition progress."""
 
@@ -259,8 +270,7 @@ class StateStore:
         for cid, events, save in calls:
             k = self.keys(cid)
             payload = orjson.dumps([encode_for_script(se, weights) for se in events])
-            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms)
-            self._queue_read(pipe, cid)
+            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms, b"1")
             for se in events:
                 newest = max(newest, se.event.ts_ms)
         if newest >= 0:
@@ -273,9 +283,9 @@ class StateStore:
         outboxes = {cid: box for cid, box in zip(outbox_of, res) if box}
         res = res[len(outbox_of):]
         out = []
-        for i, (cid, _, _) in enumerate(calls):
-            status, *reads = res[6 * i : 6 * i + 6]
-            out.append(([int(x) for x in status], self._raw_from(cid, reads)))
+        for (cid, _, _), (status, main, days, seen, tickets, ndedupe) in zip(calls, res):
+            out.append(([int(x) for x in status], RawCustomerState(
+                cid, _pairs(main), _pairs(days), _pairs(seen), _pairs(tickets), int(ndedupe))))
         return out, outboxes
 
     # --- partition progress ---------------------------------------------------------------

@@ -33,7 +33,9 @@ ARGV:
      Saving it in the same script as the next event's update is what makes "applied through
      event n" imply "scored through event n-1": after a crash only the last applied event can
      be unscored, and re-scoring it reads exactly the state it was first scored on.
-Returns one status per event: 1 applied, 2 duplicate event_id, 3 offset already applied.
+  10 '1': also return the customer's state after the update (see below)
+Returns one status per event: 1 applied, 2 duplicate event_id, 3 offset already applied;
+with ARGV 10 = '1': {statuses, HGETALL H, HGETALL D, HGETALL X, HGETALL K, HLEN E}.
 
 Why these structures (memory target <= 2 KiB per active customer):
   * day buckets in small hashes stay in Redis' compact listpack encoding (< 128 fields,
@@ -484,5 +486,11 @@ for i, e in ipairs(evs) do
     end
   end
   out[i] = status
+end
+if ARGV[10] == '1' then
+  -- the scorer's read, in the same reply: the state this update left (no second round trip,
+  -- and no other writer can come in between)
+  return {out, redis.call('HGETALL', H), redis.call('HGETALL', D), redis.call('HGETALL', X),
+          redis.call('HGETALL', K), redis.call('HLEN', E)}
 end
 return out
