@@ -22,11 +22,12 @@ not of how fast the learner happened to run: a replay gives the same probabiliti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from redis.exceptions import WatchError
@@ -45,6 +46,7 @@ from .ordering import Pending
 from .state import ALREADY_APPLIED, DUPLICATE, RawCustomerState, SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Outputs(Protocol):
@@ -195,6 +197,33 @@ class Scored:
     portfolio: PortfolioItem | None = None  # portfolio (issue 7)
 
 
+async def _all_or_none(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; if one fails, cancel the others and wait for them before raising its
+    error (unwrapped, so callers' ``except`` clauses still match). A lane left running after
+    its drain failed would race the retry of that drain."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+@dataclass
+class _Lane:
+    """One scoring lane's results: outputs to publish, score states and index updates to save."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    scores: list[ScoreSnapshot] = field(default_factory=list)
+    boxed: set[str] = field(default_factory=set)
+    pf_items: dict[str, PortfolioItem] = field(default_factory=dict)  # portfolio (issue 7)
+    replayed: list[ReplayedObservation] = field(default_factory=list)  # portfolio (issue 7): from outboxes
+    carry: dict[str, bytes] = field(default_factory=dict)
+    before: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+
 class Scorer:
     """Health, churn probability, alerts and label snapshots, one event at a time."""
 
@@ -235,15 +264,56 @@ class Scorer:
                 q[-1].append(p)
             else:
                 q.append([p])
-        carry: dict[str, bytes] = {}
-        first = set(queues)
+        await self.portfolio.prepare(self.store.redis)  # portfolio (issue 7)
+        # customers split into lanes that run concurrently: while Redis applies one lane's
+        # round, this process scores another's. Customers are independent: each one's events
+        # stay in order within its lane, its state chain is exactly the one-lane chain, and
+        # the lanes' outputs are joined in lane order (the same order on every run)
+        n_lanes = max(1, min(self.settings.score_lanes, len(queues)))
+        lanes: list[dict[str, deque[list[Pending[SourcedEvent]]]]] = [{} for _ in range(n_lanes)]
+        for i, (cid, q) in enumerate(queues.items()):
+            lanes[i % n_lanes][cid] = q
+        done = await _all_or_none([self._lane(lane) for lane in lanes])
         alerts: list[Alert] = []
         scores: list[ScoreSnapshot] = []
         boxed: set[str] = set()
-        before: list[tuple[str, tuple[Any, ...]]] = []
-        await self.portfolio.prepare(self.store.redis)  # portfolio (issue 7)
         pf_items: dict[str, PortfolioItem] = {}  # portfolio (issue 7)
         replayed: list[ReplayedObservation] = []  # portfolio (issue 7): from outboxes
+        carry: dict[str, bytes] = {}
+        before: list[tuple[str, tuple[Any, ...]]] = []
+        for lane in done:
+            alerts += lane.alerts
+            scores += lane.scores
+            boxed |= lane.boxed
+            pf_items.update(lane.pf_items)
+            replayed += lane.replayed
+            carry.update(lane.carry)
+            before += lane.before
+        if (pf_items or replayed) and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
+            await self.portfolio.update(self.store.redis, list(pf_items.values()), replayed=replayed)
+        if carry or before:  # the last event of each customer: its score state alone
+            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
+        if self.before_publish is not None and (alerts or scores):
+            await self.before_publish()
+        if alerts:
+            await self.outputs.alerts(alerts)
+            for a in alerts:
+                self.stats.alerts[a.kind] = self.stats.alerts.get(a.kind, 0) + 1
+        if scores:
+            await self.outputs.scores(scores)
+            self.stats.scores_published += len(scores)
+        if boxed:
+            await self.store.redis.delete(*(self.store.keys(cid).outbox for cid in boxed))
+
+    async def _lane(self, queues: dict[str, deque[list[Pending[SourcedEvent]]]]) -> "_Lane":
+        """Score one lane's customers round by round (round n: every customer's n-th event,
+        one Redis round trip). What it returns still has to be saved (``carry``, ``before``)
+        and published."""
+        acc = _Lane()
+        alerts, scores, boxed, pf_items, replayed = acc.alerts, acc.scores, acc.boxed, acc.pf_items, acc.replayed
+        carry = acc.carry
+        first = set(queues)
+        before: list[tuple[str, tuple[Any, ...]]] = []
         while queues:
             round_ = [(cid, q.popleft()) for cid, q in queues.items()]
             queues = {cid: q for cid, q in queues.items() if q}
@@ -285,21 +355,8 @@ class Scorer:
                 carry[cid] = out.save
                 self.portfolio.collect(pf_items, out.portfolio)  # portfolio (issue 7)
             before = self._index_updates(pending, risk)
-        if (pf_items or replayed) and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
-            await self.portfolio.update(self.store.redis, list(pf_items.values()), replayed=replayed)
-        if carry or before:  # the last event of each customer: its score state alone
-            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
-        if self.before_publish is not None and (alerts or scores):
-            await self.before_publish()
-        if alerts:
-            await self.outputs.alerts(alerts)
-            for a in alerts:
-                self.stats.alerts[a.kind] = self.stats.alerts.get(a.kind, 0) + 1
-        if scores:
-            await self.outputs.scores(scores)
-            self.stats.scores_published += len(scores)
-        if boxed:
-            await self.store.redis.delete(*(self.store.keys(cid).outbox for cid in boxed))
+        acc.before = before
+        return acc
 
     def _index_updates(self, pending: dict[str, int], risk: dict[str, float | None]) -> list[tuple[str, tuple[Any, ...]]]:
         """Global index updates, sent ahead of the saves they index in the next round trip."""

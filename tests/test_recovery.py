@@ -183,3 +183,49 @@ async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings,
         await h.ingestor.handle(records)
     assert calls >= 3  # rounds ran on the blank state after the wipe
     assert h.out.alert_list == [] and h.out.score_list == []
+
+
+async def test_scoring_lanes_change_nothing(settings: Settings, redis_client: Any) -> None:
+    """Customers scored in 1 lane or in 3 concurrent lanes: the same state, outputs, model and
+    portfolio (the lanes only overlap this process' scoring with Redis' work)."""
+    logs = sim_records(customers=30, days=70, seed=9)
+    s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 2})
+    base = s.key_prefix
+    one, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "a:", "score_lanes": 1}),
+                                    redis_client, logs, None)
+    three, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "b:", "score_lanes": 3}),
+                                      redis_client, logs, None)
+    a, b = await snapshot(one), await snapshot(three)
+    assert a["alerts"] and a["model"] and len(a["state"]) == 30
+    for what in ("state", "model", "pending", "risk", "alerts", "scores", "portfolio"):
+        assert a[what] == b[what], what
+    for k in ("a:", "b:"):
+        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
+        if keys:
+            await redis_client.delete(*keys)
+
+
+async def test_a_failing_lane_stops_the_others_before_its_error_surfaces() -> None:
+    import asyncio
+
+    from stream_app.scorer import _all_or_none
+
+    steps: list[str] = []
+
+    async def fails() -> int:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("redis went away")
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(5)
+            steps.append("finished")
+        except asyncio.CancelledError:
+            steps.append("cancelled")
+            raise
+        return 1
+
+    with pytest.raises(ConnectionError):  # the error itself, not an ExceptionGroup
+        await _all_or_none([slow(), fails()])
+    assert steps == ["cancelled"]  # stopped and awaited before the error reached the caller
+    assert await _all_or_none([asyncio.sleep(0, result=1), asyncio.sleep(0, result=2)]) == [1, 2]
