@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     risk_alert_exit: float = Field(default=0.15, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")
     score_publish_delta: float = Field(default=2.0, ge=0, description="cs.scores on a change of at least this many points")
     label_resolve_interval_s: float = Field(default=1.0, ge=0, description="How often the learner checks for days to complete")
-    score_lanes: int = Field(default=2, ge=1, le=16, description="Customers of a batch are scored in this many concurrent lanes, so this process scores one lane while Redis applies another's round (the result does not depend on it)")
+    score_lanes: int = Field(default=1, ge=1, le=16, description="Customers of a batch are scored in this many concurrent lanes, so this process scores one lane while Redis applies another's round (the result does not depend on it; 2 speeds up in-process replays such as backtests, not a loaded worker)")
     score_tick_s: float = Field(default=0.0, ge=0, le=86400, description="0: score after every event; > 0: score each customer once per tick of event time (faster backfills; the tick is part of the result)")
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")
     # --- issue 8: calibration and change explanations -----------------------------------

@@ -132,7 +132,9 @@ async def portfolio_keys(h: Harness) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, pytest.param(6, marks=pytest.mark.xfail(
+    strict=True, reason="known hole (open in issue 4): a kill right after a scoring round is applied can "
+    "leave one customer's January portfolio sums filed under another stage/segment than a clean run's"))])
 async def test_crashes_anywhere_change_nothing(settings: Settings, redis_client: Any, seed: int) -> None:
     logs = sim_records(customers=30, days=70, seed=9)
     s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 2})
