@@ -292,7 +292,7 @@ class Scorer:
         if (pf_items or replayed) and self.settings.portfolio_enabled:  # portfolio (issue 7): before the score state
             await self.portfolio.update(self.store.redis, list(pf_items.values()), replayed=replayed)
         if carry or before:  # the last event of each customer: its score state alone
-            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before)
+            await self.store.apply_and_read([(cid, [], save) for cid, save in carry.items()], before, read=False)
         if self.before_publish is not None and (alerts or scores):
             await self.before_publish()
         if alerts:

@@ -244,22 +244,23 @@ class StateStore:
 
     async def apply_and_read(
         self, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]],
-        before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (),
+        before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (), read: bool = True,
     ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
         """One scoring round, one round trip: ``before`` (index updates that must precede the
         saves), then per customer: save the score state of its previous event and apply its
-        next events (one atomic script) and read its state; and the outboxes of ``outbox_of``."""
+        next events (one atomic script) and read its state; and the outboxes of ``outbox_of``.
+        ``read=False`` (a drain's final save: nothing is scored after it) returns no states."""
         sha = await self._load_script()
         weights = self.settings.priority_weights
         try:
-            return await self._apply_and_read(sha, calls, weights, before, outbox_of)
+            return await self._apply_and_read(sha, calls, weights, before, outbox_of, read)
         except NoScriptError:
             self._sha = None
-            return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of)
+            return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of, read)
 
     async def _apply_and_read(
         self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]], weights: dict[str, int],
-        before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str],
+        before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str], read: bool,
     ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
         pipe = self.redis.pipeline(transaction=False)
         for command, args in before:
@@ -270,7 +271,8 @@ class StateStore:
         for cid, events, save in calls:
             k = self.keys(cid)
             payload = orjson.dumps([encode_for_script(se, weights) for se in events])
-            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms, b"1")
+            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms,
+                         b"1" if read else b"")
             for se in events:
                 newest = max(newest, se.event.ts_ms)
         if newest >= 0:
@@ -282,6 +284,8 @@ class StateStore:
         res = res[len(before):]
         outboxes = {cid: box for cid, box in zip(outbox_of, res) if box}
         res = res[len(outbox_of):]
+        if not read:
+            return [], outboxes
         out = []
         for (cid, _, _), (status, main, days, seen, tickets, ndedupe) in zip(calls, res):
             out.append(([int(x) for x in status], RawCustomerState(
