@@ -88,19 +88,39 @@ Observation = tuple[int, str, int, dict[str, float], bool]
 ReplayedObservation = tuple[int, str, dict[str, float]]
 
 
+def encode_scoring(as_of_ms: int, score: ScoreFacts, features: dict[str, float]) -> bytes:
+    """One scoring's month facts, as an outbox entry (without its ``f`` tag): order time,
+    score facts, segmentation features (JSON floats round-trip exactly, so a segment assigned
+    from a recovered scoring is the one the clean run assigned).
+
+    >>> decode_scoring(encode_scoring(86_400_000, ScoreFacts(655, "yellow", False, "adopting"), {"usage": 0.25}))
+    (86400000, ScoreFacts(health10=655, band='yellow', risky=False, stage='adopting', segment=None), {'usage': 0.25})
+    """
+    return orjson.dumps([as_of_ms, score.encode(), features])
+
+
+def decode_scoring(raw: bytes) -> tuple[int, ScoreFacts, dict[str, float]]:
+    k, score, features = orjson.loads(raw)
+    return int(k), ScoreFacts.decode(score), {str(f): float(v) for f, v in features.items()}
+
+
 @dataclass(frozen=True)
 class PortfolioItem:
     """One scored customer, as the portfolio needs it: its state after its latest scored
-    event, the score facts of its latest scoring in each month, and every scoring's
-    segmentation input (``collect`` merges a batch's scorings of one customer)."""
+    event, the score facts of its latest scoring in each month (always including the month
+    of ``as_of_ms``), and every scoring's segmentation input (``collect`` merges a batch's
+    scorings of one customer).
+
+    ``recovered``: only scorings recovered from the customer's outbox (``from_outbox``): months
+    it carries no facts for keep the stored ones (a later scoring may have written them).
+    """
 
     customer_id: str
     as_of_ms: int
     raw: RawCustomerState
-    health: HealthResult
-    assessment: Assessment
     scores: dict[int, ScoreFacts] = field(default_factory=dict)
     observations: tuple[Observation, ...] = ()
+    recovered: bool = False
 
 
 @dataclass
@@ -203,7 +223,17 @@ class PortfolioTracker:
         score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
                            stage=assessment.stage)
         obs = (as_of_ms, customer_id, m, assessment.features, assessment.learn)
-        return PortfolioItem(customer_id, as_of_ms, raw, health, assessment, {m: score}, (obs,))
+        return PortfolioItem(customer_id, as_of_ms, raw, {m: score}, (obs,))
+
+    @staticmethod
+    def from_outbox(customer_id: str, raw: RawCustomerState,
+                    scorings: Sequence[tuple[int, ScoreFacts, dict[str, float]]]) -> PortfolioItem:
+        """Scorings whose state was saved before a crash but whose month facts never reached
+        the portfolio (they rode in the outbox, see ``Scorer.score_one``), in scoring order;
+        ``raw``: the customer's current state. Merged ahead of the customer's re-scorings."""
+        scores = {month_of(k): sf for k, sf, _ in scorings}
+        obs = tuple((k, customer_id, month_of(k), f, False) for k, _, f in scorings)
+        return PortfolioItem(customer_id, scorings[-1][0], raw, scores, obs, recovered=True)
 
     @staticmethod
     def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
@@ -326,9 +356,7 @@ class PortfolioTracker:
     def _records(self, it: PortfolioItem, plan: PortfolioTracker._Plan,
                  old: dict[tuple[Period, str], Stored]) -> list[tuple[Period, str, str]]:
         cid = it.customer_id
-        a = it.assessment
-        fresh = it.scores.get(plan.as_month) or ScoreFacts(
-            health10=int(round(it.health.score * 10)), band=it.health.band, risky=a.risky, stage=a.stage)
+        fresh = it.scores[plan.as_month]
         periods = [month(m) for m in plan.months]
         facts = facts_from_state(it.raw, periods)
         signup = signup_month(it.raw)
@@ -336,7 +364,7 @@ class PortfolioTracker:
         month_recs: dict[int, Contribution] = {}
         for p in periods:
             score = it.scores.get(p.index, fresh)
-            if p.index < plan.as_month and p.index not in it.scores:
+            if (p.index < plan.as_month or it.recovered) and p.index not in it.scores:
                 prev = old.get((p, cid))
                 if prev is not None:
                     score = prev.contribution.score

@@ -38,7 +38,8 @@ from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .changes import ChangeTracker
 from .model import ChurnModel, decode_features, encode_features, features_from
-from .portfolio import PortfolioItem, PortfolioTracker, ReplayedObservation
+from .periods import month_of
+from .portfolio import PortfolioItem, PortfolioTracker, ReplayedObservation, decode_scoring, encode_scoring
 from .segment_days import decode_observation, encode_observation
 from .scoring import Scorecard
 from .settings import INPUT_TOPICS, Settings
@@ -323,14 +324,20 @@ class Scorer:
                 [(cid, [p.item for p in chunk], carry.pop(cid, b"")) for cid, chunk in round_], before, check)
             for cid, box in leftovers.items():
                 boxed.add(cid)
+                recovered = []
                 for entry in box:
                     if entry[:1] == b"a":
                         alerts.append(Alert.model_validate_json(entry[1:]))
                     elif entry[:1] == b"o":  # a segmentation observation not yet stored (issue 7)
                         k, features = decode_observation(entry[1:].decode())
                         replayed.append((k, cid, features))
+                    elif entry[:1] == b"f":  # a scoring's month facts not yet in the portfolio
+                        recovered.append(decode_scoring(entry[1:]))
                     else:
                         scores.append(ScoreSnapshot.model_validate_json(entry[1:]))
+                if recovered:  # ahead of the customer's re-scorings (``collect`` lets later ones win)
+                    raw_now = next(raw for (c, _), (_, raw) in zip(round_, results) if c == cid)
+                    pf_items[cid] = self.portfolio.from_outbox(cid, raw_now, recovered)
             pending: dict[str, int] = {}
             risk: dict[str, float | None] = {}
             for (cid, chunk), (statuses, raw) in zip(round_, results):
@@ -343,11 +350,18 @@ class Scorer:
                     continue
                 triggers = [t for p, s in zip(chunk, statuses) if s != DUPLICATE
                             and (t := triggers_of(p.item.event)) is not None]
-                out = await self.score_one(raw, last.k, last.key, triggers)
+                # the portfolio is updated once, at the end of the drain, but this scoring's
+                # state is saved with the customer's next event, before that: if the drain
+                # ends in another month, a crash in between would leave this month without
+                # this scoring's facts (a re-delivery skips a saved scoring), so they ride in
+                # the outbox. The drain's last scoring is saved after the update: re-done.
+                rest = queues.get(cid)
+                box_facts = rest is not None and month_of(last.k) != month_of(rest[-1][-1].k)
+                out = await self.score_one(raw, last.k, last.key, triggers, box_facts)
                 alerts.extend(out.alerts)
                 if out.score is not None:
                     scores.append(out.score)
-                if out.alerts or out.score is not None:
+                if out.alerts or out.score is not None or box_facts:
                     boxed.add(cid)
                 if out.pending is not None:
                     pending[out.pending[0]] = out.pending[1]
@@ -375,8 +389,9 @@ class Scorer:
         return out
 
     async def score_one(self, raw: RawCustomerState, now_ms: int, key: tuple[int, int, int, int],
-                        triggers: list[Trigger]) -> Scored:
-        """Score one customer as of ``now_ms`` (the event's order key time)."""
+                        triggers: list[Trigger], box_facts: bool = False) -> Scored:
+        """Score one customer as of ``now_ms`` (the event's order key time); ``box_facts``:
+        put the scoring's portfolio month facts in the outbox too (see ``_lane``)."""
         cid = raw.customer_id
         today = now_ms // DAY_MS
         agg = compute_aggregates(raw, now_ms, self.settings.windows_days)
@@ -441,10 +456,12 @@ class Scorer:
             # (segment_days): it rides in the outbox, saved atomically with this score state,
             # so a crash before it reaches pf:obs cannot lose it to a later scoring
             box.append("o" + encode_observation(now_ms, pf.features))
+        item = self.portfolio.item(cid, now_ms, raw, health, pf)  # portfolio (issue 7)
+        if box_facts and self.settings.portfolio_enabled:
+            box.append("f" + encode_scoring(now_ms, item.scores[month_of(now_ms)], pf.features).decode())
         save = orjson.dumps([today, int(round(health.score * 10)), fields, snap_day, snap_text, 35, box])
         self.stats.scored += 1
-        return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4),
-                      self.portfolio.item(cid, now_ms, raw, health, pf))  # portfolio (issue 7)
+        return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4), item)
 
 
 class Learner:
