@@ -15,7 +15,8 @@ on how the input was batched, which worker scored what, or a restart. As with th
   every observation of ``D`` is stored. The day's observations are learnt in (event time,
   customer id) order and the result is checkpointed as ``pf:{pf}:seg:blob:<D>``; a worker
   finding the checkpoint loads it instead of learning again (every worker would compute
-  the same model);
+  the same model). A day without observations changes nothing and gets no checkpoint: the
+  one before it serves it;
 * a scoring on day ``d`` is assigned by the model through day ``d - model_lag_days - 1``:
   events of day ``d`` are only released once ``model:through >= d - model_lag_days``, so
   that day is complete and the assignment is the same however the input arrived.
@@ -103,7 +104,8 @@ class DailySegments:
             self._stored.pop(min(self._stored))
 
     async def advance(self, redis: Any, max_days: int = 400) -> int:
-        """Learn every complete day not learnt yet; returns how many days."""
+        """Learn every complete day not learnt yet; returns how many days with observations
+        it learnt (at most ``max_days``; the days without any pass in the same step)."""
         raw = await redis.get(self.k_through)
         if raw is None:
             return 0
@@ -135,45 +137,62 @@ class DailySegments:
             if self.through is None:
                 self.through = self._origin
                 self._keep(self.through)
-        learnt = 0
-        while self.through < complete and learnt < max_days:
-            day = self.through + 1
-            blob = await redis.get(self.k_blob(day))
+        if self.through >= complete:
+            return 0
+        # a day without observations leaves the model as it is: no checkpoint, nothing to
+        # learn (a stray event years old would otherwise make every worker walk those years
+        # day by day); ``model_for`` serves such a day the checkpoint before it
+        days = [int(_s(d)) for d in await redis.zrangebyscore(
+            self.k_obs_days, self.through + 1, complete, start=0, num=max_days)]
+        pipe = redis.pipeline(transaction=False)
+        for day in days:
+            pipe.get(self.k_blob(day))
+            pipe.hgetall(self.k_obs(day))
+        got = await pipe.execute() if days else []
+        writes = redis.pipeline(transaction=False)
+        for i, day in enumerate(days):
+            blob, obs = got[2 * i], got[2 * i + 1]
             if blob is not None:  # another worker learnt it: the same model
                 self.model = SegmentModel.from_bytes(blob, self.cfg)
             else:
-                obs = await redis.hgetall(self.k_obs(day))
                 decoded = sorted((decode_observation(_s(v)) + (_s(c),) for c, v in obs.items()),
                                  key=lambda o: (o[0], o[2]))
                 for _, features, _ in decoded:
                     self.model.assign(features, learn=True)
-                pipe = redis.pipeline(transaction=False)
-                pipe.set(self.k_blob(day), self.model.to_bytes())
-                pipe.zadd(self.k_days, {str(day): day})
-                await pipe.execute()
+                blob = self.model.to_bytes()
+                writes.set(self.k_blob(day), blob)
+                writes.zadd(self.k_days, {str(day): day})
             self.through = day
-            self._keep(day)
-            learnt += 1
-        if learnt:
-            await self._collect(redis)
-        return learnt
+            self._keep(day, blob)
+        if len(writes):
+            await writes.execute()
+        if len(days) < max_days:  # every observed day up to ``complete`` is learnt
+            self.through = complete
+        await self._collect(redis)
+        return len(days)
 
-    def _keep(self, day: int) -> None:
-        self._snapshots[day] = SegmentModel.from_bytes(self.model.to_bytes(), self.cfg)
+    def _keep(self, day: int, blob: bytes | None = None) -> None:
+        self._snapshots[day] = SegmentModel.from_bytes(blob or self.model.to_bytes(), self.cfg)
         self._days.append(day)
         while len(self._days) > _SNAPSHOTS:
             self._snapshots.pop(self._days.pop(0), None)
 
     async def _collect(self, redis: Any) -> None:
+        """Drop checkpoints and observations older than KEEP_DAYS behind the newest learnt
+        day, but keep the newest such checkpoint: it serves the days after it that had no
+        observations, and a restarted worker resumes from it."""
         assert self.through is not None
         old = self.through - KEEP_DAYS
         stale = await redis.zrangebyscore(self.k_days, "-inf", f"({old}")
-        keys = [self.k_blob(int(_s(d))) for d in stale]
-        keys += [self.k_obs(d) for d in range(old - 31, old)]
+        obs_days = await redis.zrangebyscore(self.k_obs_days, "-inf", f"({old}")
+        keys = [self.k_blob(int(_s(d))) for d in stale[:-1]]
+        keys += [self.k_obs(int(_s(d))) for d in obs_days]
+        if not keys:
+            return
         pipe = redis.pipeline(transaction=False)
         pipe.unlink(*keys)
-        if stale:
-            pipe.zrem(self.k_days, *stale)
+        if len(stale) > 1:
+            pipe.zrem(self.k_days, *stale[:-1])
         pipe.zremrangebyscore(self.k_obs_days, "-inf", f"({old}")
         await pipe.execute()
 

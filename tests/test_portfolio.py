@@ -360,3 +360,56 @@ async def test_another_worker_or_a_restart_has_the_same_segments(h: Harness, red
     obs = {f: 0.3 + 0.05 * i for i, f in enumerate(FEATURES)}
     day = t.segments.through + h.settings.model_lag_days + 1
     assert fresh.segments.model_for(day).assign(obs, learn=False) == t.segments.model_for(day).assign(obs, learn=False)
+
+
+async def test_days_without_observations_pass_in_one_step(settings: Settings, redis_client: Any) -> None:
+    """A stray event years before the rest (it passes validation: only the future is bounded)
+    must not make the segmentation walk those years day by day: a day without observations
+    changes nothing, gets no checkpoint, and is served the checkpoint before it."""
+    from stream_app.periods import DAY_MS
+    from stream_app.segment_days import KEEP_DAYS
+
+    seg = PortfolioTracker(settings).segments
+    r = redis_client
+
+    def obs(i: int) -> dict[str, float]:
+        return {f: (0.1 + 0.07 * i + 0.03 * j) % 1 for j, f in enumerate(FEATURES)}
+
+    early, late = 10, 3000  # eight years apart
+    await seg.observe(r, [(early * DAY_MS + 1000 * i, f"c{i}", obs(i)) for i in range(6)])
+    await seg.observe(r, [(late * DAY_MS + 1000 * i, f"c{i}", obs(i + 3)) for i in range(6)])
+    calls = 0
+    real = r.execute_command
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args, **kwargs)
+
+    r.execute_command = counted  # type: ignore[method-assign]
+    await r.set(seg.k_through, late + 1)  # the churn learner completed day `late`
+    try:
+        learnt = await seg.advance(r)
+    finally:
+        del r.execute_command
+    assert learnt == 2 and seg.through == late
+    assert calls <= 10  # not one round trip per day of the gap
+    days = [int(d) for d in await r.zrange(seg.k_days, 0, -1)]
+    assert days == [early, late]
+    early_model = seg.model_for(early + settings.model_lag_days + 1)
+    probe = obs(1)
+    # a day in the gap is assigned by the early day's model
+    assert seg.model_for(early + 500).assign(probe, learn=False) == early_model.assign(probe, learn=False)
+    assert seg.model_for(early + 500).to_bytes() == early_model.to_bytes()
+
+    # far beyond: both checkpoints are older than KEEP_DAYS; the newest of them stays, and a
+    # restarted worker resumes from it with the same model
+    await r.set(seg.k_through, late + 10 * KEEP_DAYS)
+    assert await seg.advance(r) == 0 and seg.through == late + 10 * KEEP_DAYS - 1
+    assert [int(d) for d in await r.zrange(seg.k_days, 0, -1)] == [late]
+    assert not await r.exists(seg.k_obs(early)) and not await r.exists(seg.k_blob(early))
+    fresh = PortfolioTracker(settings).segments
+    await fresh.advance(r)
+    assert fresh.through == seg.through and fresh.model.to_bytes() == seg.model.to_bytes()
+    day = late + 5 * KEEP_DAYS
+    assert fresh.model_for(day).assign(probe, learn=False) == seg.model_for(day).assign(probe, learn=False)
