@@ -1,6 +1,6 @@
 """Fault injection against real workers (slow: run by .ci/run as its own step).
 
-Every test replays the same simulated history (~55k events) and compares the final Redis
+Every test replays the same simulated history (52,236 events: the issue asks for >= 50k) and compares the final Redis
 state, the alerts (by id) and the score snapshots with a clean run's: equal, exactly.
 """
 
@@ -23,7 +23,7 @@ from stream_app.simulator import SimConfig, Simulator, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-HISTORY = SimConfig(customers=220, days=60, seed=21, activity_scale=0.4)
+HISTORY = SimConfig(customers=190, days=60, seed=21, activity_scale=0.4)  # 52,236 events
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,9 @@ def test_two_workers_share_then_one_takes_over(broker_url: str, redis_url: str, 
         p.wait_done(n)
         survivor_log = (tmp_path / "worker-2.log").read_text(errors="replace")
         assert assigned_counts(survivor_log)[-1] == 4, "the survivor must own every partition at the end"
-        assert_same(clean, outcome(p), tmp_path / "states.pkl")
+        got = outcome(p)
+        print(f"\ntwo workers, one killed: {n} events, {len(got[1])} alerts and {len(got[0])} keys compared")
+        assert_same(clean, got, tmp_path / "states.pkl")
     finally:
         p.cleanup()
 
@@ -177,7 +179,10 @@ def test_redis_unreachable_for_30s_changes_nothing(broker_url: str, history: tup
         server.send_signal(signal.SIGCONT)
         p.wait_done(n)
         assert "dependency unavailable" in p.logs()
-        assert_same(clean, outcome(p), tmp_path / "states.pkl")
+        got = outcome(p)
+        print(f"\nRedis unreachable 30 s: worker kept running; {n} events, {len(got[1])} alerts and "
+              f"{len(got[0])} keys compared")
+        assert_same(clean, got, tmp_path / "states.pkl")
     finally:
         server.send_signal(signal.SIGCONT)
         p.cleanup()
@@ -243,6 +248,8 @@ def test_redis_restart_losing_everything_is_detected_and_rebuilt(broker_url: str
         state = p.state()
         assert_same(clean, (state, clean[1], clean[2]), tmp_path / "states.pkl")
         assert alerts == clean[1]  # the rebuild re-published nothing; the first run's alerts stand
+        print(f"\nRedis restart losing everything: exit 3 twice, rebuilt; {len(state)} keys and "
+              f"{len(alerts)} alerts compared")
     finally:
         p.cleanup()
         server.terminate()
