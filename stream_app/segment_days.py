@@ -133,7 +133,7 @@ class DailySegments:
                 if blob is not None:
                     self.through = day
                     self.model = SegmentModel.from_bytes(blob, self.cfg)
-                    self._keep(day)
+                    self._keep(day, blob)
             if self.through is None:
                 self.through = self._origin
                 self._keep(self.through)
@@ -183,8 +183,10 @@ class DailySegments:
         observations, and a restarted worker resumes from it."""
         assert self.through is not None
         old = self.through - KEEP_DAYS
-        stale = await redis.zrangebyscore(self.k_days, "-inf", f"({old}")
-        obs_days = await redis.zrangebyscore(self.k_obs_days, "-inf", f"({old}")
+        reads = redis.pipeline(transaction=False)
+        reads.zrangebyscore(self.k_days, "-inf", f"({old}")
+        reads.zrangebyscore(self.k_obs_days, "-inf", f"({old}")
+        stale, obs_days = await reads.execute()
         keys = [self.k_blob(int(_s(d))) for d in stale[:-1]]
         keys += [self.k_obs(int(_s(d))) for d in obs_days]
         if not keys:

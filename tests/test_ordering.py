@@ -87,10 +87,6 @@ async def test_batching_and_interleaving_do_not_change_any_output(small_model: S
             mine_a = [x for x in topic_by_topic[what] if x["customer_id"] == cid]
             mine_b = [x for x in shuffled[what] if x["customer_id"] == cid]
             assert mine_a == mine_b, (what, cid)
-    for k in ("a:", "b:"):
-        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
-        if keys:
-            await redis_client.delete(*keys)
 
 
 async def test_scores_use_the_checkpoint_pinned_to_the_event_day(small_model: Settings, redis_client: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,20 @@ from test_ordering import sim_records
 
 class Crash(Exception):
     """Not a transient error: the ingestor gives up, like a killed process."""
+
+
+class AfterCall:
+    """``fn`` wrapped: after each call returns, ``then(call number, args)`` runs before the
+    result is handed back (it may raise: a kill right after Redis applied the call)."""
+
+    def __init__(self, fn: Any, then: Callable[[int, tuple[Any, ...]], Awaitable[None]]) -> None:
+        self.fn, self.then, self.calls = fn, then, 0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        result = await self.fn(*args, **kwargs)
+        await self.then(self.calls, args)
+        return result
 
 
 class CrashingOutputs(ListOutputs):
@@ -47,13 +62,12 @@ async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tup
 
     rate = 0.03 if seed is not None else 0.0
 
+    async def maybe_crash(_: int, __: tuple[Any, ...]) -> None:
+        if rng.random() < rate:  # killed right after Redis applied it, before anything else
+            raise Crash
+
     def crash_after(fn: Any) -> Any:
-        async def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = await fn(*args, **kwargs)
-            if rng.random() < rate:  # killed right after Redis applied it, before anything else
-                raise Crash
-            return result
-        return wrapped
+        return AfterCall(fn, maybe_crash)
 
     h.store.apply_and_read = crash_after(h.store.apply_and_read)  # type: ignore[method-assign]
 
@@ -159,10 +173,6 @@ async def test_crashes_anywhere_change_nothing(settings: Settings, redis_client:
             for key in a[what]:
                 assert a[what][key] == b[what].get(key), key
         assert a[what] == b[what], what
-    for k in ("a:", "b:"):
-        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
-        if keys:
-            await redis_client.delete(*keys)
 
 
 async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings, redis_client: Any) -> None:
@@ -175,24 +185,18 @@ async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings,
     h = Harness(settings, redis_client)
     ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
     await h.ingestor.assign(ends)
-    calls = 0
-    real = h.store.apply_and_read
 
-    async def wipe_after_first_round(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        result = await real(*args, **kwargs)
+    async def wipe_after_first_round(calls: int, _: tuple[Any, ...]) -> None:
         if calls == 2:  # Redis comes back empty: every key of this deployment is gone
             keys = [k async for k in redis_client.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
             await redis_client.delete(*keys)
-        return result
 
-    h.store.apply_and_read = wipe_after_first_round  # type: ignore[method-assign]
+    wrapped = h.store.apply_and_read = AfterCall(h.store.apply_and_read, wipe_after_first_round)  # type: ignore[method-assign]
     records = [Record(settings.topic(t), p, i, v, ends[(settings.topic(t), p)])
                for (t, p), log in sorted(logs.items()) for i, v in enumerate(log)]
     with pytest.raises(StateLostError):
         await h.ingestor.handle(records)
-    assert calls >= 3  # rounds ran on the blank state after the wipe
+    assert wrapped.calls >= 3  # rounds ran on the blank state after the wipe
     assert h.out.alert_list == [] and h.out.score_list == []
 
 
@@ -210,10 +214,6 @@ async def test_scoring_lanes_change_nothing(settings: Settings, redis_client: An
     assert a["alerts"] and a["model"] and len(a["state"]) == 30
     for what in ("state", "model", "pending", "risk", "alerts", "scores", "portfolio"):
         assert a[what] == b[what], what
-    for k in ("a:", "b:"):
-        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
-        if keys:
-            await redis_client.delete(*keys)
 
 
 async def test_a_failing_lane_stops_the_others_before_its_error_surfaces() -> None:
@@ -273,22 +273,17 @@ async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_fact
         if not kill:
             await h.ingestor.handle(recs)
             return await portfolio_keys(h)
-        calls = 0
         real = h.store.apply_and_read
 
-        async def killed_after_feb1_round(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            result = await real(*args, **kwargs)
+        async def killed_after_feb1_round(_: int, args: tuple[Any, ...]) -> None:
             # the round that applied Feb 1 saved the last Jan 31 scoring's state
             if any(se.event.event_id == "n1" for _, events, _ in args[0] for se in events):
                 raise Crash
-            return result
 
-        h.store.apply_and_read = killed_after_feb1_round  # type: ignore[method-assign]
+        wrapped = h.store.apply_and_read = AfterCall(real, killed_after_feb1_round)  # type: ignore[method-assign]
         with pytest.raises(Crash):
             await h.ingestor.handle(recs)
-        assert calls == len(second)  # one round per event, the kill after the last
+        assert wrapped.calls == len(second)  # one round per event, the kill after the last
         h.store.apply_and_read = real  # type: ignore[method-assign]
         h.ingestor = Ingestor(h.store, s, h.out, clock=lambda: h.clock_s)
         jan = [r for r in recs if not r.value.startswith(b'{"event_id": "n1"')]
@@ -301,7 +296,3 @@ async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_fact
     month = "pf:{pf}:m:2026-01:c"
     assert clean[month] and clean[month] == killed[month]
     assert clean == killed
-    for k in ("a:", "b:"):
-        keys = [key async for key in redis_client.scan_iter(match=f"{base}{k}*", count=1000)]
-        if keys:
-            await redis_client.delete(*keys)
