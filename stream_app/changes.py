@@ -39,10 +39,11 @@ SIGNALS: tuple[str, ...] = (
     "activity_vs_baseline", "active_days_share_30d", "days_since_last_activity", "features_30d", "active_users_30d",
     "nps_mean_90d", "csat_90d", "open_ticket_load", "reopened_30d", "ticket_load_30d",
     "sentiment_30d", "mrr_change_pct_90d", "downgrades_90d", "tenure_days", "cancelled",
+    "activity_percentile",
 )
 _PER_FIELD = 5
 #: field names this module owns in the customer hash
-FIELDS: tuple[str, ...] = ("pc", "pr1", "pr2", "pr3", "lc", "lc1", "lc2")
+FIELDS: tuple[str, ...] = ("pc", "pr1", "pr2", "pr3", "pr4", "lc", "lc1", "lc2")
 
 
 def explain_change(prev: HealthResult, curr: HealthResult, min_points: float = 0.5, limit: int = 8) -> list[Change]:

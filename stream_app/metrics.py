@@ -12,6 +12,8 @@ seconds (``_seconds``), timestamps are Unix seconds (``_timestamp_seconds``).
 
 from __future__ import annotations
 
+import math
+
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -140,13 +142,13 @@ class PipelineCollector(Collector):
         drifts.add_metric([], float(summary.get("drifts_detected", 0)))
         yield drifts
         auc = GaugeMetricFamily("churnstream_model_prequential_roc_auc",
-                                "Prequential ROC AUC (predict, then learn) by candidate model", labels=["model"])
+                                "Prequential ROC AUC (predict, then learn; exact, over the champion rule's recent window) by model", labels=["model"])
         logloss = GaugeMetricFamily("churnstream_model_prequential_log_loss",
                                     "Prequential log loss by candidate model", labels=["model"])
         for name, m in sorted((summary.get("prequential") or {}).items()):
-            if "roc_auc" in m:
-                auc.add_metric([name], float(m["roc_auc"]))
-            if "log_loss" in m:
+            if "roc_auc" in m:  # NaN: too few positives in the recent window yet
+                auc.add_metric([name], math.nan if m["roc_auc"] is None else float(m["roc_auc"]))
+            if m.get("log_loss") is not None:
                 logloss.add_metric([name], float(m["log_loss"]))
         yield auc
         yield logloss

@@ -37,7 +37,8 @@ from schemas import Alert, DeadLetter, Reason, ScoreSnapshot, SurveyEvent, Ticke
 from .aggregates import DAY_MS, compute_aggregates
 from .alerts import AlertConfig, AlertState, Trigger, evaluate
 from .changes import ChangeTracker
-from .model import ChurnModel, decode_features, encode_features, features_from
+from .features import LEVEL_FEATURE, behaviour_features, decode_features, encode_features, features_from
+from .model import ChurnModel, new_model
 from .periods import month_of
 from .portfolio import PortfolioItem, PortfolioTracker, ReplayedObservation, decode_scoring, encode_scoring
 from .segment_days import decode_observation, encode_observation
@@ -103,8 +104,7 @@ class ModelHolder:
         self.through: int | None = None
         self._refs: dict[int, str] = {}
         self._models: dict[str, ChurnModel] = {}
-        self._prior = ChurnModel(settings.model_min_labels, settings.model_min_positives,
-                                 calibrate=settings.model_calibration)
+        self._prior = new_model(settings)
 
     @property
     def model(self) -> ChurnModel:
@@ -395,9 +395,10 @@ class Scorer:
         cid = raw.customer_id
         today = now_ms // DAY_MS
         agg = compute_aggregates(raw, now_ms, self.settings.windows_days)
-        health = self.scorecard.score(agg)
-        x = features_from(health.signals, health.score)
         model = await self.model.for_day(self.store.redis, today)
+        behaviour = behaviour_features(agg, raw.main)
+        health = self.scorecard.score(agg, model.population_percentile(behaviour.get(LEVEL_FEATURE)))
+        x = features_from(health.signals, health.score, behaviour)
         p, p_raw, version = model.predict_detail(x)
         pf = self.portfolio.assess(agg, health, p)  # portfolio (issue 7): lifecycle stage + segment input
         model_reasons = [
@@ -489,9 +490,7 @@ class Learner:
             got = await self.redis.zrevrangebyscore(self._k("days"), through, "-inf", start=0, num=1)
             ref = (got[0].decode() if isinstance(got[0], bytes) else got[0]) if got else None
             blob = await self.redis.get(self._k(f"blob:{ref}")) if ref else None
-            self.model = (ChurnModel.from_bytes(blob) if blob is not None
-                          else ChurnModel(self.settings.model_min_labels, self.settings.model_min_positives,
-                                          calibrate=self.settings.model_calibration))
+            self.model = ChurnModel.from_bytes(blob) if blob is not None else new_model(self.settings)
             self.model.calibrate = self.settings.model_calibration
             self._model_day = through
         return self.model
@@ -554,6 +553,7 @@ class Learner:
                 return False
             tx.multi()
             if examples:
+                model.decide()  # the champion serving from this checkpoint on, stored with it
                 tx.set(self._k(f"blob:{day}"), model.to_bytes())
                 tx.zadd(self._k("days"), {str(day): day})
                 tx.set(self._k("summary"), orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))

@@ -6,7 +6,9 @@ between, reversed when ``lo > hi``). Why target ranges and not fitted normalisat
 need no offline fitting and no population history, mean the same thing on the first event
 as on the millionth, replay identically, and a customer-success lead can read and tune them
 ("8+ features used in 30 days is full adoption"). The customer's own baseline enters through
-ratio factors (last 7 days against its own 90-day rate).
+ratio factors (last 7 days against its own 90-day rate), the population through one
+percentile factor (``activity_percentile``: where the customer's activity level stands among
+all customers', from the model checkpoint pinned to event time, so replays stay exact).
 
 Reasons are the factors that cost the most points: ``impact = -(1 - value) x factor weight x
 component weight x 100``, strongest first.
@@ -63,7 +65,8 @@ class FactorSpec(BaseModel):
     lo: float = Field(description="raw value that scores 0")
     hi: float = Field(description="raw value that scores 1 (lo > hi: lower is better)")
     weight: float = Field(1.0, ge=0)
-    neutral: float = Field(0.6, ge=0, le=1, description="value when the signal is unknown (no data)")
+    neutral: float | None = Field(0.6, ge=0, le=1, description="value when the signal is unknown (no data); "
+                                  "null: an unknown signal leaves the factor out of its component")
 
     @model_validator(mode="after")
     def _range_not_empty(self) -> "FactorSpec":
@@ -73,7 +76,7 @@ class FactorSpec(BaseModel):
 
     def value(self, raw: float | None) -> float:
         if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-            return self.neutral
+            return 0.6 if self.neutral is None else self.neutral
         t = (raw - self.lo) / (self.hi - self.lo)
         return min(1.0, max(0.0, t))
 
@@ -85,6 +88,10 @@ def _default_factors() -> dict[str, FactorSpec]:
         "activity_vs_baseline": f(component="engagement", lo=0.2, hi=0.9, weight=0.4),
         "active_days_share_30d": f(component="engagement", lo=0.1, hi=0.7, weight=0.3),
         "days_since_last_activity": f(component="engagement", lo=14, hi=2, weight=0.3),
+        # ... and against the population: the share of customers with a lower activity level
+        # (known from the customer's first day, once the model has learnt the population)
+        # (left out until known, so a deployment scores as before while the population is learnt)
+        "activity_percentile": f(component="engagement", lo=0.05, hi=0.6, weight=0.4, neutral=None),
         # adoption breadth
         "features_30d": f(component="adoption", lo=1, hi=8, weight=0.6),
         "active_users_30d": f(component="adoption", lo=1, hi=10, weight=0.4),
@@ -287,8 +294,10 @@ class HealthResult(BaseModel):
     factor_points: dict[str, float] = Field(default_factory=dict, description="points each factor contributed")
 
 
-def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
-    """The raw signals the scorecard (and the churn model) read, from the aggregates only."""
+def signals_from(agg: CustomerAggregates, activity_percentile: float | None = None) -> dict[str, float | None]:
+    """The raw signals the scorecard (and the churn model) read, from the aggregates and the
+    customer's place in the population's activity levels (``model.ActivityLevels``; None:
+    not known yet)."""
     w7, w30, w90 = agg.windows.get("7d"), agg.windows.get("30d"), agg.windows.get("90d")
     rate_7 = (w7.activity_events / 7) if w7 else None
     tenure = agg.tenure_days or 0.0
@@ -328,6 +337,7 @@ def signals_from(agg: CustomerAggregates) -> dict[str, float | None]:
         "downgrades_90d": float(w90.downgrades) if w90 else None,
         "cancelled": 1.0 if agg.subscription_status == "cancelled" else 0.0,
         "tenure_days": agg.tenure_days,
+        "activity_percentile": activity_percentile,
     }
 
 
@@ -384,8 +394,8 @@ class Scorecard:
             return name
         return None
 
-    def score(self, agg: CustomerAggregates) -> HealthResult:
-        return self.score_signals(signals_from(agg), self.profile_for(agg.plan, agg.tenure_days))
+    def score(self, agg: CustomerAggregates, activity_percentile: float | None = None) -> HealthResult:
+        return self.score_signals(signals_from(agg, activity_percentile), self.profile_for(agg.plan, agg.tenure_days))
 
     def score_signals(self, signals: dict[str, float | None], profile: str | None = None) -> HealthResult:
         card = self._profiles[profile][1] if profile is not None else self._base
@@ -402,7 +412,8 @@ class Scorecard:
         points: dict[str, float] = {}
         losses: list[tuple[float, str, float]] = []
         total = 0.0
-        for comp, factors in card.by_component.items():
+        for comp, all_factors in card.by_component.items():
+            factors = [(n, spec) for n, spec in all_factors if spec.neutral is not None or _known(signals.get(n))]
             fw = sum(spec.weight for _, spec in factors)
             if not factors or fw <= 0:
                 components[comp] = 100.0

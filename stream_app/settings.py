@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     snapshot_every_days: int = Field(default=7, ge=1, le=90, description="Label snapshots per customer: at most one per this many days")
     model_min_labels: int = Field(default=300, ge=1, description="Labels before the online model replaces the health prior")
     model_min_positives: int = Field(default=30, ge=1)
+    model_learning_rate: float = Field(default=0.005, gt=0, le=1, description="SGD step of the online logistic regression (small: labels arrive weeks late and are noisy)")
+    model_champion_window: int = Field(default=5000, ge=100, description="The champion rule compares models' exact ROC AUC over this many most recent resolved labels")
+    model_champion_margin: float = Field(default=0.01, ge=0, le=0.5, description="A challenger serves once its window AUC beats the serving model's by this much (hysteresis)")
     # 30-day churn runs ~2 % across the base: 0.25 is >10x the base rate, worth a human's time
     risk_alert_threshold: float = Field(default=0.25, gt=0, lt=1, description="churn_risk alert when the probability reaches this")
     risk_alert_exit: float = Field(default=0.15, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")

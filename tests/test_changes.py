@@ -92,7 +92,7 @@ def test_tracker_loads_nothing_unless_asked() -> None:
     health = CARD.score_signals(GOOD)
     t = ChangeTracker({}, CARD, None, health)
     assert t.attach([]) == [] and t.for_snapshot(0.0) is None and t.fields(False, 0.1, 0) == {}
-    assert set(t.fields(True, 0.1, 0)) == {"pc", "pr1", "pr2", "pr3"}
+    assert set(t.fields(True, 0.1, 0)) == {"pc", "pr1", "pr2", "pr3", "pr4"}
 
 
 def day_of_activity(cid: str, day: int, n: int, users: int = 6, features: int = 6) -> list[tuple[str, bytes]]:
