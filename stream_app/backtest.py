@@ -23,7 +23,11 @@ history (outcome unknown), are left out. Reported:
 * ``churn_risk`` alert precision (cancelled within the horizon after the alert), recall
   (cancellations with an alert in the lookback before) and median lead time;
 * alert volume per 1,000 customers per week (per kind), over the customers' active weeks;
-* the AUC per week of event time.
+* the AUC per week of event time;
+* a comparison on weekly observation dates (``comparison``): the served probability against
+  trivial baselines (health score alone, tenure alone) and, when supplied, an external score
+  such as a batch reference model, pooled and per-date AUC over all dates and over the test
+  period (the last third of the dates), with customer-clustered bootstrap 95 % intervals.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import math
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,8 +55,10 @@ from .evaluation import (
     DAY_MS,
     alert_metrics,
     brier,
+    clustered_bootstrap,
     expected_calibration_error,
     log_loss,
+    per_date_auc,
     reliability_table,
     roc_auc,
     threshold_table,
@@ -133,6 +139,15 @@ class History:
 
     def cancelled_within(self, cid: str, ts_ms: int, horizon_ms: int) -> bool:
         return any(s == "cancelled" and ts_ms < t <= ts_ms + horizon_ms for t, s in self.billing.get(cid, ()))
+
+    def tenure_start(self, cid: str) -> int | None:
+        """The customer's first ``started`` subscription event, else its first event of any kind.
+
+        Derived from ``billing`` (which the scan already fills) rather than a new field, so
+        runs saved before it existed are judged the same way.
+        """
+        started = [t for t, s in self.billing.get(cid, ()) if s == "started"]
+        return min(started) if started else self.first_seen.get(cid)
 
     def active_weeks(self) -> float:
         """Sum over customers of the weeks from first event to cancellation (or the end)."""
@@ -418,8 +433,192 @@ def _weekly_auc(pts: Points) -> list[dict[str, Any]]:
     return out
 
 
-def report(run: RunResult, lookback_days: float | None = None, shuffle_seed: int = 0) -> dict[str, Any]:
-    """Every figure of the backtest, JSON-serialisable."""
+# --- comparing with baselines on weekly observation dates -------------------------------------
+#: the scores of the comparison, as rendered (higher = riskier for every one)
+SCORE_NAMES: dict[str, str] = {"served": "served churn probability", "health": "health score alone",
+                               "tenure": "tenure alone"}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One customer on one observation date: is it cancelled within the horizon after it?"""
+
+    customer: str
+    date_ms: int
+    label: bool
+    tenure_days: float
+
+
+def observation_dates(history: History, horizon_days: int) -> list[int]:
+    """Weekly dates (UTC midnights) from a week after the history's first day up to the last
+    date whose horizon ends inside the history (later outcomes are unknown)."""
+    if history.start_ms is None or history.end_ms is None:
+        return []
+    first = history.start_ms // DAY_MS * DAY_MS + WEEK_MS
+    last = history.end_ms - horizon_days * DAY_MS
+    return list(range(first, last + 1, WEEK_MS)) if last >= first else []
+
+
+def first_test_index(dates: list[int]) -> int:
+    """Index of the first test date: the last third of the dates are the test period (at
+    least one date on each side when there are two or more), the rest train a batch model.
+
+    >>> [first_test_index(list(range(n))) for n in (0, 1, 2, 3, 12, 13)]
+    [0, 1, 1, 2, 8, 9]
+    """
+    n = len(dates)
+    return min(max(1, math.ceil(2 * n / 3)), n - 1) if n >= 2 else n
+
+
+def first_scores(score_log: list[tuple[str, int, float, float, float]]) -> dict[str, int]:
+    """Customer -> event time of its first published score."""
+    out: dict[str, int] = {}
+    for cid, ts, *_ in score_log:
+        if ts < out.get(cid, 2**62):
+            out[cid] = ts
+    return out
+
+
+def observation_rows(history: History, horizon_days: int,
+                     scored_since: Mapping[str, int] | None = None) -> Iterator[Observation]:
+    """The observation population, date by date: customers seen by the date and not cancelled
+    at it (and, with ``scored_since``, with a published score at or before it). Shared by the
+    comparison and the batch reference so that both judge exactly the same rows."""
+    horizon = horizon_days * DAY_MS
+    for t in observation_dates(history, horizon_days):
+        for cid, first in history.first_seen.items():
+            if first > t or history.is_cancelled_at(cid, t):
+                continue
+            if scored_since is not None and scored_since.get(cid, 2**62) > t:
+                continue
+            start = history.tenure_start(cid)
+            tenure = max(0.0, (t - (first if start is None else start)) / DAY_MS)
+            yield Observation(cid, t, history.cancelled_within(cid, t, horizon), tenure)
+
+
+@dataclass
+class ObservationTable:
+    """The comparison's rows as arrays: each observation with its customer's latest score."""
+
+    customer: np.ndarray
+    date: np.ndarray
+    label: np.ndarray
+    tenure: np.ndarray
+    health: np.ndarray
+    served: np.ndarray
+    test_from: int | None
+
+    def score(self, name: str) -> np.ndarray:
+        """A score by name, oriented so that higher = riskier."""
+        return {"served": self.served, "health": -self.health, "tenure": -self.tenure}[name]
+
+
+def observation_table(run: RunResult) -> ObservationTable:
+    """Each observation with the customer's latest published score at or before the date."""
+    by_customer: dict[str, list[tuple[int, float, float]]] = {}
+    for cid, ts, health, served, _raw in run.outputs.score_log:
+        by_customer.setdefault(cid, []).append((ts, health, served))
+    series = {}
+    for cid, rows in by_customer.items():
+        rows.sort(key=lambda r: r[0])  # stable: of equal times, the last published wins
+        series[cid] = (np.array([r[0] for r in rows], dtype=np.int64), rows)
+    obs = list(observation_rows(run.history, run.settings.label_horizon_days, first_scores(run.outputs.score_log)))
+    health, served = [], []
+    for o in obs:
+        ts, rows = series[o.customer]
+        latest = rows[int(np.searchsorted(ts, o.date_ms, side="right")) - 1]
+        health.append(latest[1])
+        served.append(latest[2])
+    dates = observation_dates(run.history, run.settings.label_horizon_days)
+    k = first_test_index(dates)
+    return ObservationTable(
+        customer=np.array([o.customer for o in obs], dtype=object),
+        date=np.array([o.date_ms for o in obs], dtype=np.int64),
+        label=np.array([o.label for o in obs], dtype=bool),
+        tenure=np.array([o.tenure_days for o in obs], dtype=float),
+        health=np.array(health, dtype=float),
+        served=np.array(served, dtype=float),
+        test_from=dates[k] if k < len(dates) else None,
+    )
+
+
+def _with_interval(stat: Callable[[np.ndarray], float | None], clusters: np.ndarray, n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    """A statistic on all rows, and its customer-clustered bootstrap 95 % interval."""
+    value = stat(np.arange(len(clusters)))
+    ci = clustered_bootstrap(stat, clusters, n_boot=n_boot, seed=seed) if value is not None else None
+    return {"value": _r(value), "ci": None if ci is None else [_r(ci[0]), _r(ci[1])]}
+
+
+def _ranking(score: np.ndarray, y: np.ndarray, dates: np.ndarray, customers: np.ndarray, n_boot: int,
+             seed: int) -> dict[str, Any]:
+    """Pooled and per-date AUC (with intervals) and top-decile lift of one score on some rows."""
+    return {
+        "auc": _with_interval(lambda i: roc_auc(score[i], y[i]), customers, n_boot, seed),
+        "per_date_auc": _with_interval(lambda i: per_date_auc(score[i], y[i], dates[i]), customers, n_boot, seed),
+        "top_decile_lift": _r(top_decile_lift(score, y), 2),
+    }
+
+
+def _rows_summary(tab: ObservationTable, mask: np.ndarray) -> dict[str, Any]:
+    return {"n": int(mask.sum()), "positives": int(tab.label[mask].sum()), "dates": int(len(np.unique(tab.date[mask]))),
+            "customers": int(len(np.unique(tab.customer[mask])))}
+
+
+def comparison(run: RunResult, extra: Mapping[str, Mapping[tuple[str, int], float]] | None = None,
+               n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """The served probability against baselines on the same weekly observations.
+
+    Per score (``SCORE_NAMES``): ROC AUC pooled over all dates and over the test dates,
+    per-date AUC over both, top-decile lift on the test dates; every AUC with a customer-
+    clustered bootstrap interval (``n_boot`` resamples; 0: none). Every score is judged on
+    the same resamples (same ``seed``), so the intervals are comparable.
+
+    ``extra``: name -> {(customer, date ms): score} from outside (a batch reference model
+    predicting the test period). An extra score is judged on the test rows where it has a
+    value, and the built-in scores are judged again on exactly those rows, like for like.
+    """
+    tab = observation_table(run)
+    test = tab.date >= tab.test_from if tab.test_from is not None else np.zeros(len(tab.date), dtype=bool)
+    out: dict[str, Any] = {
+        "rule": "weekly dates from a week after the start to a horizon before the end; per date each customer "
+                "seen, not cancelled and already scored, with its latest score; positive: cancelled within "
+                f"{run.settings.label_horizon_days} days after the date; test: the last third of the dates",
+        "all": _rows_summary(tab, np.ones(len(tab.date), dtype=bool)),
+        "test": _rows_summary(tab, test),
+        "first_date": _iso(int(tab.date.min())) if len(tab.date) else None,
+        "test_from": _iso(tab.test_from),
+        "n_boot": n_boot, "interval": 0.95, "seed": seed,
+        "scores": {},
+        "extra": {},
+    }
+    ct = tab.customer[test]
+    for name, label in SCORE_NAMES.items():
+        sc = tab.score(name)
+        everything = _ranking(sc, tab.label, tab.date, tab.customer, n_boot, seed)
+        on_test = _ranking(sc[test], tab.label[test], tab.date[test], ct, n_boot, seed)
+        out["scores"][name] = {"label": label, "auc_test": on_test["auc"], "per_date_auc_test": on_test["per_date_auc"],
+                               "auc_all": everything["auc"], "per_date_auc_all": everything["per_date_auc"],
+                               "top_decile_lift_test": on_test["top_decile_lift"]}
+    for ename, values in (extra or {}).items():
+        got = np.array([values.get((c, int(d))) for c, d in zip(tab.customer, tab.date)], dtype=object)
+        mask = test & np.array([v is not None for v in got], dtype=bool)
+        ex_score = np.array([float(v) for v in got[mask]], dtype=float)
+        y, d, c = tab.label[mask], tab.date[mask], tab.customer[mask]
+        scores = {ename: ex_score, **{n: tab.score(n)[mask] for n in SCORE_NAMES}}
+        judged: dict[str, Any] = {}
+        for n, sc in scores.items():
+            r = _ranking(sc, y, d, c, n_boot, seed)
+            judged[n] = {"label": SCORE_NAMES.get(n, n), "auc_test": r["auc"], "per_date_auc_test": r["per_date_auc"],
+                         "top_decile_lift_test": r["top_decile_lift"]}
+        out["extra"][ename] = {**_rows_summary(tab, mask), "missing_test_rows": int(test.sum() - mask.sum()),
+                               "scores": judged}
+    return out
+
+
+def report(run: RunResult, lookback_days: float | None = None, shuffle_seed: int = 0, n_boot: int = 200,
+           extra: Mapping[str, Mapping[tuple[str, int], float]] | None = None) -> dict[str, Any]:
+    """Every figure of the backtest, JSON-serialisable (``n_boot``, ``extra``: see ``comparison``)."""
     s = run.settings
     h = run.history
     horizon = s.label_horizon_days
@@ -464,6 +663,7 @@ def report(run: RunResult, lookback_days: float | None = None, shuffle_seed: int
             "active_customer_weeks": _r(weeks, 1),
         },
         "auc_over_time": _weekly_auc(pts),
+        "comparison": comparison(run, extra, n_boot=n_boot),
     }
 
 
@@ -540,6 +740,62 @@ def render(rep: dict[str, Any], console: Any) -> None:
     for k, v in al["per_1000_customers_per_week"].items():
         t.add_row(f"alerts per 1,000 customers per week: {k}", f(v, "{:.1f}"))
     console.print(t)
+    if rep.get("comparison"):
+        render_comparison(rep["comparison"], console)
+
+
+def _auc_cell(v: Mapping[str, Any] | None, sep: str = " ") -> str:
+    """``0.812 [0.77, 0.85]``: a value and its interval (two decimals: a few hundred
+    resamples do not pin the bounds any closer)."""
+    if not v or v.get("value") is None:
+        return "-"
+    ci = v.get("ci")
+    return f"{v['value']:.3f}" + (f"{sep}[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def comparison_table(comp: Mapping[str, Any], title: str, width: int = 160) -> Any:
+    """A rich table of one comparison: a row per score, the test period first (what a batch
+    model can be judged on), then all dates; extra scores' tables have the test columns only.
+    Narrower than 130 columns, each interval goes under its value instead of beside it."""
+    from rich import box
+    from rich.table import Table
+
+    wide = width >= 130
+    sep = " " if wide else "\n"
+    scores: Mapping[str, Any] = comp["scores"]
+    has_all = any("auc_all" in v for v in scores.values())
+    t = (Table(title=title) if wide
+         else Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True))
+    cols = ["score", "AUC test", "per-date AUC test"] + (["AUC all", "per-date AUC all"] if has_all else [])
+    for col in [*cols, "top-decile lift test"]:
+        if col == "score":
+            t.add_column(col, min_width=11, ratio=1)
+        else:  # figures never wrap: the names do (in narrow mode, at a chosen place)
+            t.add_column(col if wide else col.replace(" AUC", "\nAUC").replace(" lift", "\nlift"),
+                         justify="right", no_wrap=True)
+    for v in scores.values():
+        cells = [v["label"], _auc_cell(v["auc_test"], sep), _auc_cell(v["per_date_auc_test"], sep)]
+        if has_all:
+            cells += [_auc_cell(v.get("auc_all"), sep), _auc_cell(v.get("per_date_auc_all"), sep)]
+        lift = v.get("top_decile_lift_test")
+        t.add_row(*cells, "-" if lift is None else f"{lift:.2f}x")
+    return t
+
+
+def render_comparison(comp: Mapping[str, Any], console: Any) -> None:
+    """The comparison's tables: built-in scores on all observations, then each extra score
+    against the built-in ones on exactly its rows."""
+    a, te = comp["all"], comp["test"]
+    boot = f"customer-clustered bootstrap 95 % intervals, {comp['n_boot']} resamples" if comp["n_boot"] else "no intervals"
+    console.print(f"comparison on weekly observations: {a['n']:,} ({a['positives']:,} positive) on {a['dates']} dates "
+                  f"from {(comp['first_date'] or '?')[:10]}; test from {(comp['test_from'] or '?')[:10]}: "
+                  f"{te['n']:,} ({te['positives']:,} positive) on {te['dates']} dates; {boot}")
+    width = console.width
+    console.print(comparison_table(comp, "comparison: served probability against baselines", width))
+    for name, ex in comp.get("extra", {}).items():
+        console.print(comparison_table(ex, f"comparison with {name}, like for like on its {ex['n']:,} test rows "
+                                           f"({ex['positives']:,} positive, {ex['missing_test_rows']:,} test rows "
+                                           "without a value)", width))
 
 
 def plot(rep: dict[str, Any], out: str | Path) -> None:

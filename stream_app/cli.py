@@ -503,14 +503,17 @@ def segments(as_json: bool) -> None:
 @click.option("--save-run", type=click.Path(dir_okay=False), default=None,
               help="Also save the run's scores and alerts, to judge them again with --from-run")
 @click.option("--from-run", is_flag=True, help="FILE is a run saved with --save-run: report it without replaying")
+@click.option("--boot", "n_boot", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Customer-clustered bootstrap resamples for the comparison's AUC intervals (0: none)")
 def backtest(file: str, as_json: bool, plot_path: str | None, customers_limit: int | None,
-             calibration: bool | None, lookback_days: float | None, save_run: str | None, from_run: bool) -> None:
+             calibration: bool | None, lookback_days: float | None, save_run: str | None, from_run: bool,
+             n_boot: int) -> None:
     """Replay a history (JSON Lines, optionally .gz) through the real scoring, model and alert
     code in event-time order, and judge the scores against the cancellations that followed."""
     from .backtest import RunResult, backtest_settings, report, run_sync
 
     if from_run:
-        _backtest_output(report(RunResult.load(file), lookback_days=lookback_days), as_json, plot_path)
+        _backtest_output(report(RunResult.load(file), lookback_days=lookback_days, n_boot=n_boot), as_json, plot_path)
         return
     settings = backtest_settings(load_settings(), calibration)
     setup_logging(os.environ.get("LOG_LEVEL", "warning"))
@@ -535,7 +538,7 @@ def backtest(file: str, as_json: bool, plot_path: str | None, customers_limit: i
     if save_run:
         run.save(save_run)
         console.print(f"saved the run to {save_run}")
-    _backtest_output(report(run, lookback_days=lookback_days), as_json, plot_path)
+    _backtest_output(report(run, lookback_days=lookback_days, n_boot=n_boot), as_json, plot_path)
 
 
 def _backtest_output(rep: dict[str, Any], as_json: bool, plot_path: str | None) -> None:

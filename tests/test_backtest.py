@@ -161,10 +161,12 @@ def test_cli_backtest_json_table_plot_and_saved_run(tmp_path: Path, redis_url: s
     rep = json.loads(got.stdout[got.stdout.index("{"):])
     assert rep["input"]["customers"] == 12 and rep["run"]["served_probability"] == "calibrated"
     assert (tmp_path / "p.png").exists() and saved.exists()
-    table = runner.invoke(main, ["backtest", str(saved), "--from-run"], env=env)
+    assert rep["comparison"]["n_boot"] == 200 and rep["comparison"]["all"]["n"] > 0
+    table = runner.invoke(main, ["backtest", str(saved), "--from-run", "--boot", "20"], env=env)
     assert table.exit_code == 0, table.output
     for needle in ("ROC AUC", "health score alone", "reliability by decile", "churn_risk precision",
-                   "alerts per 1,000 customers per week"):
+                   "alerts per 1,000 customers per week", "comparison: served probability against baselines",
+                   "tenure alone", "20 resamples"):
         assert needle in table.stdout
     raw = runner.invoke(main, ["backtest", str(path), "--json", "--customers-limit", "5", "--no-calibration"], env=env)
     assert json.loads(raw.stdout[raw.stdout.index("{"):])["run"]["served_probability"] == "raw"
