@@ -5,9 +5,11 @@
   ``sign(x) * log1p(|x|)`` and is standardised online.
 * ``HealthPrior``: until the model has seen ``min_labels`` labels (and some positives), the
   churn probability is a fixed function of the health score, and ``model_version`` says so.
-* ``ChurnModel``: a plain online logistic regression (small SGD step, no class weights: the
-  Platt calibrator, not the learner, maps its scores to probabilities) learns beside the
-  prior. Each label is first predicted by every candidate (prequential), then learnt.
+* ``ChurnModel``: two plain online logistic regressions (``LinearChurnScorer``: small SGD
+  step, no class weights; the Platt calibrator, not the learner, maps scores to
+  probabilities) learn beside the prior: ``logreg`` on the features alone, ``residual`` on
+  top of the prior's logit. Each label is first predicted by every candidate
+  (prequential), then learnt.
 * **Champion**: decided by :meth:`ChurnModel.decide` when the learner writes a checkpoint,
   stored with it, never recomputed per prediction. Candidates are compared by exact rank ROC
   AUC (Mann-Whitney, ties half) over the most recent ``window`` resolved labels, counting
@@ -39,7 +41,7 @@ import pickle
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from river import drift, linear_model, metrics, optim, preprocessing
+from river import drift, metrics, preprocessing
 
 from .calibration import PlattCalibrator
 from .evaluation import roc_auc
@@ -62,9 +64,16 @@ class HealthPrior:
 
     version = "prior-health-v1"
 
+    def logit(self, x: dict[str, float]) -> float:
+        return (44.0 - x.get("health_score", 50.0)) / 7.0
+
     def predict_one(self, x: dict[str, float]) -> float:
-        score = x.get("health_score", 50.0)
-        return 1.0 / (1.0 + math.exp((score - 44.0) / 7.0))
+        return _sigmoid(self.logit(x))
+
+
+def _sigmoid(z: float) -> float:
+    z = max(-35.0, min(35.0, z))
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 class ActivityLevels:
@@ -109,9 +118,63 @@ def _slog_all(x: dict[str, float]) -> dict[str, float]:
     return {k: slog(v) for k, v in x.items()}
 
 
-def _make_logreg(learning_rate: float) -> Any:
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.SGD(learning_rate), l2=1e-4, intercept_lr=learning_rate)
+class LinearChurnScorer:
+    """Online logistic regression on ``slog``-transformed, standardised features; with an
+    ``offset``, on top of that model's logit (it then learns only what the offset misses).
+
+    Plain SGD with a small step and no class weights: labels arrive a horizon late and
+    positives are rare, and a large step or up-weighting trades ranking quality for a scale
+    the calibrator fixes anyway. Missing features contribute nothing (river's convention).
+
+    >>> lr = LinearChurnScorer(learning_rate=0.05)
+    >>> for i in range(2000):
+    ...     lr.learn_one({"tenure_days": 10.0 if i % 3 == 0 else 400.0}, i % 3 == 0)
+    >>> lr.predict_proba_one({"tenure_days": 10.0})[True] > 0.5 > lr.predict_proba_one({"tenure_days": 400.0})[True]
+    True
+    >>> residual = LinearChurnScorer(offset=HealthPrior())
+    >>> round(residual.predict_proba_one({"health_score": 44.0})[True], 3)   # untrained: the prior itself
+    0.5
+    """
+
+    def __init__(self, learning_rate: float = 0.005, l2: float = 1e-4, offset: HealthPrior | None = None) -> None:
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.offset = offset
+        self.scaler = preprocessing.StandardScaler()
+        self.weights: dict[str, float] = {}
+        self.intercept = 0.0
+
+    def _logit(self, x: dict[str, float], z: dict[str, float]) -> float:
+        w = self.weights
+        total = self.intercept + sum(w.get(k, 0.0) * v for k, v in z.items())
+        return total + (self.offset.logit(x) if self.offset is not None else 0.0)
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        p = _sigmoid(self._logit(x, self.scaler.transform_one(_slog_all(x))))
+        return {False: 1.0 - p, True: p}
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None:
+        xt = _slog_all(x)
+        self.scaler.learn_one(xt)
+        z = self.scaler.transform_one(xt)
+        g = _sigmoid(self._logit(x, z)) - float(y)
+        lr, l2, w = self.learning_rate, self.l2, self.weights
+        for k, v in z.items():
+            wk = w.get(k, 0.0)
+            w[k] = wk - lr * (g * v + l2 * wk)
+        self.intercept -= lr * g
+
+    def contributions(self, x: dict[str, float]) -> list[tuple[str, float]]:
+        """(feature, weight x standardised value): each feature's push on the logit."""
+        z = self.scaler.transform_one(_slog_all(x))
+        return [(k, self.weights.get(k, 0.0) * v) for k, v in z.items()]
+
+
+def _make_candidates(learning_rate: float) -> dict[str, LinearChurnScorer]:
+    """``logreg``: the behaviour model on its own; ``residual``: the same on top of the health
+    prior (where the scorecard already ranks well, it starts from there)."""
+    return {"logreg": LinearChurnScorer(learning_rate),
+            "residual": LinearChurnScorer(learning_rate, offset=HealthPrior())}
 
 
 class _RunningMean:
@@ -143,10 +206,8 @@ class ChurnModel:
         self.margin = margin
         #: predictions count towards the champion rule once the learnt candidate saw this many labels
         self.warmup = min_labels if warmup is None else warmup
-        self.candidates: dict[str, Any] = {"logreg": _make_logreg(learning_rate)}
+        self.candidates = _make_candidates(learning_rate)
         self.learnt = {name: 0 for name in self.candidates}
-        #: the models the champion rule compares, in the order ``recent`` holds their predictions
-        self.names: tuple[str, ...] = ("prior", *self.candidates)
         #: recent resolved labels: (y, raw prediction of each of ``names``)
         self.recent: deque[tuple[float, ...]] = deque(maxlen=window)
         self.serving = "prior"
@@ -187,6 +248,11 @@ class ChurnModel:
 
     # --- serving ------------------------------------------------------------------------
     @property
+    def names(self) -> tuple[str, ...]:
+        """The models the champion rule compares, in the order ``recent`` holds their predictions."""
+        return ("prior", *self.candidates)
+
+    @property
     def ready(self) -> bool:
         return self.labels_seen >= self.min_labels and self.positives >= self.min_positives
 
@@ -198,7 +264,7 @@ class ChurnModel:
     def _raw(self, name: str, x: dict[str, float]) -> float:
         if name == "prior":
             return self.prior.predict_one(x)
-        return float(self.candidates[name].predict_proba_one(_slog_all(x)).get(True, 0.0))
+        return self.candidates[name].predict_proba_one(x)[True]
 
     def predict_detail(self, x: dict[str, float]) -> tuple[float, float, str]:
         """(served churn probability, raw probability, model version); the served one is
@@ -215,14 +281,11 @@ class ChurnModel:
 
     def explain(self, x: dict[str, float], n: int = 3) -> list[tuple[str, float, float]]:
         """The features pushing this customer's risk up: (feature, value, coefficient x
-        standardised value), strongest first. Only when the linear model serves; the prior
-        has nothing to add."""
-        if self.serving != "logreg":
+        standardised value), strongest first. Only when a learnt model serves; the prior
+        has nothing to add (the health reasons say it)."""
+        if self.serving == "prior":
             return []
-        pipeline = self.candidates["logreg"]
-        scaled = pipeline["StandardScaler"].transform_one(_slog_all(x))
-        weights = pipeline["LogisticRegression"].weights
-        parts = [(f, x[f], weights.get(f, 0.0) * v) for f, v in scaled.items() if f in x]
+        parts = [(f, x[f], c) for f, c in self.candidates[self.serving].contributions(x) if f in x]
         return sorted((p for p in parts if p[2] > 0), key=lambda p: (-p[2], p[0]))[:n]
 
     def population_percentile(self, level: float | None) -> float | None:
@@ -236,20 +299,19 @@ class ChurnModel:
         """Prequential step: predict with every candidate, record and score it, then learn."""
         serving = self.serving
         preds = {"prior": self.prior.predict_one(x)}
-        xt = _slog_all(x)
         for name, model in self.candidates.items():
-            preds[name] = float(model.predict_proba_one(xt).get(True, 0.0))
+            preds[name] = model.predict_proba_one(x)[True]
         for name, p in preds.items():
             self._learn_calibration(name, p, y, serving)
             self.logloss[name].update(y, min(max(p, 1e-6), 1 - 1e-6))
         self.detector.update(abs(float(y) - preds[serving]))
         if self.detector.drift_detected:
             self.drifts += 1
-        if all(self.learnt[name] >= self.warmup for name in self.candidates):
+        if all(self.learnt.get(name, 0) >= self.warmup for name in self.candidates):
             self.recent.append((float(y), *(preds[n] for n in self.names)))
         for name, model in self.candidates.items():
-            model.learn_one(xt, y)
-            self.learnt[name] += 1
+            model.learn_one(x, y)
+            self.learnt[name] = self.learnt.get(name, 0) + 1
         if LEVEL_FEATURE in x:
             self.levels.learn(x[LEVEL_FEATURE])
         self.labels_seen += 1
@@ -290,10 +352,9 @@ class ChurnModel:
 
     # --- reporting and checkpoints ------------------------------------------------------
     def top_features(self, n: int = 8) -> list[dict[str, float]]:
-        """Logistic regression weights (per standardised unit), strongest first."""
-        lr = self.candidates["logreg"]["LogisticRegression"]
-        weights = dict(lr.weights)
-        ranked = sorted(weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:n]
+        """The serving (else the behaviour) model's weights per standardised unit, strongest first."""
+        model = self.candidates.get(self.serving) or self.candidates["logreg"]
+        ranked = sorted(model.weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:n]
         return [{"feature": k, "weight": round(float(v), 4)} for k, v in ranked]
 
     def summary(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_a_better_model_on_a_compressed_scale_takes_over() -> None:
     # the learnt candidate's probabilities sit in 0.001..0.002, far below the prior's; a
     # threshold-binned AUC would call it ~0.5, the exact rank AUC sees its ranking
     m = ChurnModel(min_labels=100, min_positives=10, warmup=0, window=3000, margin=0.01)
-    m.candidates["logreg"] = _FixedScorer(lambda x: 0.001 + 0.001 * x["s"])
+    m.candidates = {"logreg": _FixedScorer(lambda x: 0.001 + 0.001 * x["s"])}
     for x, y in _stream(3000, seed=1):
         m.learn_one(x, y)
     auc = m.window_auc()
@@ -62,7 +62,7 @@ def test_a_near_tie_does_not_flip_back_and_forth() -> None:
     gaps = []
     for margin in (0.0, 0.05):
         m = ChurnModel(min_labels=100, min_positives=10, warmup=0, window=1200, margin=margin)
-        m.candidates["logreg"] = _FixedScorer(jittered)
+        m.candidates = {"logreg": _FixedScorer(jittered)}
         served[margin] = []
         for chunk in range(12):
             for x, y in _stream(600, seed=100 + chunk):
@@ -82,7 +82,7 @@ def test_an_untrained_period_does_not_hold_a_good_model_back() -> None:
     # past the bad period, the good model serves; a cumulative AUC would still hold it at ~0.5
     m = ChurnModel(min_labels=100, min_positives=10, warmup=0, window=1500, margin=0.01)
     state = {"good": False}
-    m.candidates["logreg"] = _FixedScorer(lambda x: (0.01 + 0.5 * x["s"]) if state["good"] else 0.05)
+    m.candidates = {"logreg": _FixedScorer(lambda x: (0.01 + 0.5 * x["s"]) if state["good"] else 0.05)}
     for x, y in _stream(5000, seed=3):
         m.learn_one(x, y)
     assert m.decide() == "prior"
@@ -118,7 +118,7 @@ def test_a_checkpoint_from_before_behaviour_features_loads_and_starts_learning_a
     old = ChurnModel(min_labels=5, min_positives=1)
     old.labels_seen, old.positives, old.version = 1234, 56, 1234
     state = dict(old.__dict__)
-    for new in ("recent", "names", "learnt", "serving", "decided", "levels", "warmup", "window", "margin",
+    for new in ("recent", "learnt", "serving", "decided", "levels", "warmup", "window", "margin",
                 "learning_rate", "seed"):
         state.pop(new)
     blob = pickle.dumps(state)
