@@ -8,7 +8,7 @@ import orjson
 from pydantic import BaseModel
 
 from .aggregates import CustomerAggregates, compute_aggregates
-from .changes import load_last_change
+from .changes import load_last_change, load_previous
 from .scorer import score_history, trend
 from .settings import Settings
 from .state import StateStore
@@ -254,7 +254,9 @@ async def customer_detail(store: StateStore, settings: Settings, customer_id: st
     now_ms = int(main.get("lts", "0"))
     agg = compute_aggregates(raw, now_ms, settings.windows_days)
     view = CustomerView(customer_id=customer_id, health=health_of(main), aggregates=agg)
-    result = Scorecard(settings.scorecard()).score(agg)
+    # the population term as of the last published score (the read side has no model)
+    prev = load_previous(main)
+    result = Scorecard(settings.scorecard()).score(agg, prev.signals.get("activity_percentile") if prev else None)
     weights = {v: k for k, v in settings.priority_weights.items()}
     tickets = []
     for field, value in raw.tickets.items():  # field "k<digest>", value "state,opened,last,weight"
