@@ -560,6 +560,23 @@ def _ranking(score: np.ndarray, y: np.ndarray, dates: np.ndarray, customers: np.
     }
 
 
+def _difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, dates: np.ndarray, customers: np.ndarray,
+                n_boot: int, seed: int) -> dict[str, Any]:
+    """Score ``a`` minus score ``b``, pooled and per-date AUC on the test rows, with paired
+    customer-clustered intervals (both judged on each resample): an interval above zero says
+    ``a`` ranks better, which two overlapping marginal intervals cannot say."""
+    def pooled(i: np.ndarray) -> float | None:
+        ra, rb = roc_auc(a[i], y[i]), roc_auc(b[i], y[i])
+        return None if ra is None or rb is None else ra - rb
+
+    def per_date(i: np.ndarray) -> float | None:
+        ra, rb = per_date_auc(a[i], y[i], dates[i]), per_date_auc(b[i], y[i], dates[i])
+        return None if ra is None or rb is None else ra - rb
+
+    return {"auc_test": _with_interval(pooled, customers, n_boot, seed),
+            "per_date_auc_test": _with_interval(per_date, customers, n_boot, seed)}
+
+
 def _rows_summary(tab: ObservationTable, mask: np.ndarray) -> dict[str, Any]:
     return {"n": int(mask.sum()), "positives": int(tab.label[mask].sum()), "dates": int(len(np.unique(tab.date[mask]))),
             "customers": int(len(np.unique(tab.customer[mask])))}
@@ -600,6 +617,10 @@ def comparison(run: RunResult, extra: Mapping[str, Mapping[tuple[str, int], floa
         out["scores"][name] = {"label": label, "auc_test": on_test["auc"], "per_date_auc_test": on_test["per_date_auc"],
                                "auc_all": everything["auc"], "per_date_auc_all": everything["per_date_auc"],
                                "top_decile_lift_test": on_test["top_decile_lift"]}
+    served_test = tab.score("served")[test]
+    out["served_minus"] = {name: _difference(served_test, tab.score(name)[test], tab.label[test], tab.date[test], ct,
+                                             n_boot, seed)
+                           for name in SCORE_NAMES if name != "served"}
     for ename, values in (extra or {}).items():
         got = np.array([values.get((c, int(d))) for c, d in zip(tab.customer, tab.date)], dtype=object)
         mask = test & np.array([v is not None for v in got], dtype=bool)
@@ -612,7 +633,8 @@ def comparison(run: RunResult, extra: Mapping[str, Mapping[tuple[str, int], floa
             judged[n] = {"label": SCORE_NAMES.get(n, n), "auc_test": r["auc"], "per_date_auc_test": r["per_date_auc"],
                          "top_decile_lift_test": r["top_decile_lift"]}
         out["extra"][ename] = {**_rows_summary(tab, mask), "missing_test_rows": int(test.sum() - mask.sum()),
-                               "scores": judged}
+                               "scores": judged,
+                               "served_minus": _difference(scores["served"], ex_score, y, d, c, n_boot, seed)}
     return out
 
 
@@ -796,6 +818,20 @@ def render_comparison(comp: Mapping[str, Any], console: Any) -> None:
         console.print(comparison_table(ex, f"comparison with {name}, like for like on its {ex['n']:,} test rows "
                                            f"({ex['positives']:,} positive, {ex['missing_test_rows']:,} test rows "
                                            "without a value)", width))
+    diffs = {**comp.get("served_minus", {}),
+             **{name: ex["served_minus"] for name, ex in comp.get("extra", {}).items() if "served_minus" in ex}}
+    for name, d in diffs.items():
+        label = SCORE_NAMES.get(name, name)
+        console.print(f"served minus {label}, test: AUC {_diff_cell(d['auc_test'])}, "
+                      f"per-date AUC {_diff_cell(d['per_date_auc_test'])} (paired intervals)")
+
+
+def _diff_cell(v: Mapping[str, Any] | None) -> str:
+    """``+0.012 [+0.003, +0.021]``: a difference and its paired interval."""
+    if not v or v.get("value") is None:
+        return "-"
+    ci = v.get("ci")
+    return f"{v['value']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
 def plot(rep: dict[str, Any], out: str | Path) -> None:

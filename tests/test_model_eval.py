@@ -153,6 +153,10 @@ def test_comparison_by_hand() -> None:
         lo, hi = v["auc_all"]["ci"]
         assert lo <= v["auc_all"]["value"] <= hi
     assert comparison(hand_run(), n_boot=30) == comp  # deterministic
+    # paired differences on the test rows: served 1.0 against tenure's own test AUC
+    diff = comp["served_minus"]["tenure"]["auc_test"]
+    assert diff["value"] == round(1.0 - s["tenure"]["auc_test"]["value"], 4)
+    assert set(comp["served_minus"]) == {"health", "tenure"}
 
 
 def test_comparison_with_an_extra_score_is_like_for_like() -> None:
@@ -162,6 +166,7 @@ def test_comparison_with_an_extra_score_is_like_for_like() -> None:
     assert ex["scores"]["ref"]["auc_test"]["value"] == 0.0      # ranks b above a, who cancels
     assert ex["scores"]["served"]["auc_test"]["value"] == 1.0   # the served score on the same two rows
     assert set(ex["scores"]) == {"ref", "served", "health", "tenure"}
+    assert ex["served_minus"]["auc_test"]["value"] == 1.0     # 1.0 - 0.0 on the same rows
 
 
 def test_report_includes_and_renders_the_comparison() -> None:
