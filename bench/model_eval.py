@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference import ReferenceFit, fit_reference  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from stream_app.backtest import (  # noqa: E402
+from stream_app.tools.backtest.report import (  # noqa: E402
     History,
     RunResult,
     backtest_settings,

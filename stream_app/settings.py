@@ -18,8 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from .portfolio_config import PortfolioConfig
-    from .scoring import ScorecardConfig
+    from stream_app.portfolio.config import PortfolioConfig
+    from stream_app.scoring.scorecard import ScorecardConfig
 
 #: Logical input topics; the real names are ``topic_prefix + name``.
 INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
@@ -194,13 +194,13 @@ class Settings(BaseSettings):
 
     def scorecard(self) -> "ScorecardConfig":
         """The scorecard configuration (``scorecard_file`` or the defaults), validated."""
-        from .scoring import ScorecardConfig
+        from stream_app.scoring.scorecard import ScorecardConfig
 
         return ScorecardConfig.from_file(self.scorecard_file) if self.scorecard_file else ScorecardConfig()
 
     def portfolio(self) -> "PortfolioConfig":
         """The portfolio configuration (``portfolio_file`` or the defaults), validated."""
-        from .portfolio_config import PortfolioConfig
+        from stream_app.portfolio.config import PortfolioConfig
 
         return PortfolioConfig.from_file(self.portfolio_file) if self.portfolio_file else PortfolioConfig()
 

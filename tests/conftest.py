@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio  # noqa: F401  (registers the asyncio plugin when installed)
 import redis.asyncio as aioredis
 
-from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
+from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from schemas import DeadLetter
-from stream_app.aggregates import compute_aggregates
-from stream_app.ingest import Ingestor, Record
+from stream_app.scoring.aggregates import compute_aggregates
+from stream_app.pipeline.ingest import Ingestor, Record
 from stream_app.settings import Settings
-from stream_app.state import StateStore
+from stream_app.state.store import StateStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
 DAY = timedelta(days=1)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.embedded import free_port, port_open
+from stream_app.tools.embedded import free_port, port_open
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 import redis
 
 from stream_app.settings import Settings
-from stream_app.state import StateStore
-from stream_app.topic_reader import read_topic
+from stream_app.state.store import StateStore
+from stream_app.read.topics import read_topic
 
 
 class Pipeline:
@@ -42,13 +42,13 @@ class Pipeline:
 
     # --- processes ---------------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "stream_app.tools.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, check=True)
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
         self.starts += 1
         log = open(self.tmp / f"worker-{self.starts}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env={**self.env, **env},
+        proc = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "worker"], env={**self.env, **env},
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
@@ -74,7 +74,7 @@ class Pipeline:
     # --- progress ----------------------------------------------------------------------------
     def handled(self) -> int:
         async def go() -> int:
-            from stream_app.app import redis_client
+            from stream_app.pipeline.app import redis_client
 
             client = redis_client(self.settings)
             try:
@@ -164,7 +164,7 @@ def model_fingerprint(blob: bytes) -> tuple[Any, ...]:
     """What a checkpoint *is*, not how pickle laid it out: a model restored from a checkpoint and
     trained on shares fewer objects than one that never left memory, so the bytes differ
     while every weight, statistic and prediction is the same."""
-    from stream_app.model import ChurnModel
+    from stream_app.model.churn import ChurnModel
 
     m = ChurnModel.from_bytes(blob)
     probes = [{"health_score": float(h), "tenure_days": float(t), "activity_vs_baseline": a}

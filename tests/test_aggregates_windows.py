@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.aggregates import DAY_MS, WindowAggregates, _Parsed, compute_aggregates, compute_windows
-from stream_app.state import RawCustomerState
+from stream_app.scoring.aggregates import DAY_MS, WindowAggregates, _Parsed, compute_aggregates, compute_windows
+from stream_app.state.store import RawCustomerState
 
 
 def reference_window(p: _Parsed, now_ms: int, window: int) -> dict[str, object]:

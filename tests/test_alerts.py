@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app.alerts import DAY_MS, AlertConfig, AlertState, Trigger, evaluate
+from stream_app.scoring.alerts import DAY_MS, AlertConfig, AlertState, Trigger, evaluate
 
 CFG = AlertConfig()
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream_app.backtest import (
+from stream_app.tools.backtest.report import (
     History,
     backtest_settings,
     evaluation_points,
@@ -20,9 +20,9 @@ from stream_app.backtest import (
     run_backtest,
     scan_history,
 )
-from stream_app.evaluation import DAY_MS
+from stream_app.model.evaluation import DAY_MS
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator, write_jsonl
+from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
 
 
 def line(topic: str, cid: str, ts: int, **fields: Any) -> str:
@@ -139,8 +139,8 @@ async def test_health_ranks_churners_and_shuffled_labels_do_not(tmp_path: Path, 
     assert abs(cal["served"]["mean_p"] - base) <= abs(cal["raw"]["mean_p"] - base) + 0.002
     # an uninformative score on the same points: the metric code itself shows no signal
     rng = np.random.default_rng(0)
-    from stream_app.backtest import evaluation_points as points_of
-    from stream_app.evaluation import roc_auc
+    from stream_app.tools.backtest.report import evaluation_points as points_of
+    from stream_app.model.evaluation import roc_auc
 
     pts = points_of(run.outputs.score_log, run.history, 30)
     assert abs(roc_auc(rng.random(len(pts.label)), pts.label) - 0.5) < 0.06  # type: ignore[operator]
@@ -149,7 +149,7 @@ async def test_health_ranks_churners_and_shuffled_labels_do_not(tmp_path: Path, 
 def test_cli_backtest_json_table_plot_and_saved_run(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     from click.testing import CliRunner
 
-    from stream_app.cli import main
+    from stream_app.tools.cli.main import main
 
     path, _ = simulate(tmp_path, customers=20, days=40, scale=0.1)
     env = {"REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "LOG_LEVEL": "warning"}

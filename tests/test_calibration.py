@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from stream_app.calibration import PlattCalibrator, logit, sigmoid
-from stream_app.evaluation import expected_calibration_error, log_loss, reliability_table, roc_auc
-from stream_app.model import ChurnModel
+from stream_app.model.calibration import PlattCalibrator, logit, sigmoid
+from stream_app.model.evaluation import expected_calibration_error, log_loss, reliability_table, roc_auc
+from stream_app.model.churn import ChurnModel
 
 
 def test_identity_until_labels_arrive() -> None:

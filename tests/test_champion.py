@@ -5,10 +5,10 @@ from __future__ import annotations
 import pickle
 import random
 
-from stream_app.aggregates import DAY_MS, compute_aggregates
-from stream_app.features import behaviour_features, decode_features, encode_features
-from stream_app.model import ChurnModel
-from stream_app.state import RawCustomerState
+from stream_app.scoring.aggregates import DAY_MS, compute_aggregates
+from stream_app.model.features import behaviour_features, decode_features, encode_features
+from stream_app.model.churn import ChurnModel
+from stream_app.state.store import RawCustomerState
 
 
 class _FixedScorer:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness import DAY, T0, Harness, ev
-from stream_app.changes import (
+from stream_app.scoring.changes import (
     ChangeTracker,
     explain_change,
     last_change_fields,
@@ -17,8 +17,8 @@ from stream_app.changes import (
     previous_fields,
     rescore_previous,
 )
-from stream_app.queries import customer_view
-from stream_app.scoring import Scorecard, ScorecardConfig
+from stream_app.read.queries import customer_view
+from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
 from stream_app.settings import Settings
 
 GOOD = {

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from schemas import Alert, Reason
-from stream_app.embedded import ensure_topics
+from stream_app.tools.embedded import ensure_topics
 
 T0_MS = 1_772_442_000_000
 
@@ -53,7 +53,7 @@ def alerts_env(broker_url: str) -> Iterator[dict[str, str]]:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream_app.cli", "alerts", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "stream_app.tools.cli", "alerts", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=True)
 
 
@@ -79,7 +79,7 @@ def test_follow_prints_new_alerts_as_json_lines(alerts_env: dict[str, str]) -> N
     bootstrap = alerts_env["BROKER_URL"].split("://")[1]
     topic = alerts_env["TOPIC_PREFIX"] + "alerts"
     asyncio.run(produce(bootstrap, topic, [alert(0)]))
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "alerts", "--follow", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "alerts", "--follow", "--json"],
                             env=alerts_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines: queue.Queue[str] = queue.Queue()

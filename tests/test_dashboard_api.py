@@ -16,11 +16,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from harness import Harness
 
-from stream_app.aggregates import DAY_MS
-from stream_app.feeds import LiveFeeds
+from stream_app.scoring.aggregates import DAY_MS
+from stream_app.web.feeds import LiveFeeds
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.web import FEEDS, PREFIX, standalone_app
+from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.web.dashboard import FEEDS, PREFIX, standalone_app
 
 API = f"{PREFIX}/api"
 
@@ -192,7 +192,7 @@ async def test_portfolio_tiles_match_the_state(seeded: Harness, seeded_client: T
 async def test_kpis_are_the_live_portfolio_sums(seeded: Harness, seeded_client: TestClient) -> None:
     """/api/kpis serves the tracker's report of the per-period sums (the KPI formulas are tested
     against hand-computed months in test_kpis); here: the same figures, and they are real."""
-    from stream_app.portfolio import PortfolioTracker
+    from stream_app.portfolio.tracker import PortfolioTracker
 
     tracker = PortfolioTracker(seeded.settings)
     months = await tracker.report(seeded.store.redis, "month", 3)
@@ -284,7 +284,7 @@ async def test_sse_sends_recent_alerts_then_new_ones_and_resumes(client: TestCli
 async def test_live_feed_tails_the_alerts_topic(broker_url: str, redis_url: str, key_prefix: str) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream_app.embedded import ensure_topics
+    from stream_app.tools.embedded import ensure_topics
 
     settings = Settings(_env_file=None, broker_url=broker_url, redis_url=redis_url, key_prefix=key_prefix,
                         topic_prefix=f"d{uuid.uuid4().hex[:8]}.", topic_partitions=2, dashboard_alert_backlog=2)

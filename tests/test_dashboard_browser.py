@@ -25,9 +25,9 @@ import orjson
 import pytest
 
 import stream_app
-from stream_app.cli import all_topics
-from stream_app.demo import DemoStats, produce_simulation
-from stream_app.embedded import ensure_topics, free_port
+from stream_app.tools.cli.main import all_topics
+from stream_app.tools.demo import DemoStats, produce_simulation
+from stream_app.tools.embedded import ensure_topics, free_port
 from stream_app.settings import Settings
 
 pytestmark = pytest.mark.browser
@@ -62,7 +62,7 @@ def live(broker_url: str, redis_url: str, key_prefix: str, tmp_path: Path) -> It
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     asyncio.run(ensure_topics(settings.bootstrap_servers(), all_topics(settings), 1, {}))
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "worker"], env=env, cwd=tmp_path,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     yield LiveEnv(settings, f"http://127.0.0.1:{port}/dashboard/", proc, log)
     proc.terminate()
@@ -212,7 +212,7 @@ def test_demo_shows_the_dashboard_within_a_minute(redis_url: str, key_prefix: st
     out = tmp_path / "demo.out"
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_app.cli", "demo", "--customers", "60", "--days", "60", "--speed", "2",
+        [sys.executable, "-m", "stream_app.tools.cli", "demo", "--customers", "60", "--days", "60", "--speed", "2",
          "--duration", "150"],
         env=env, cwd=tmp_path, stdout=open(out, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from stream_app.settings import Settings
-from stream_app.topic_reader import read_topic
+from stream_app.read.topics import read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ HOUR = 3_600_000
 
 def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream_app.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=check
+        [sys.executable, "-m", "stream_app.tools.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=check
     )
 
 
@@ -59,7 +59,7 @@ def e2e_env(broker_url: str, redis_url: str, key_prefix: str, tmp_path: Path) ->
 def worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = tmp_path / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_app.cli", "worker"],
+        [sys.executable, "-m", "stream_app.tools.cli", "worker"],
         env=e2e_env,
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
@@ -118,8 +118,8 @@ def customer_json(env: dict[str, str], cid: str) -> dict[str, Any]:
 
 def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> None:
     """Wait until the worker's partition progress covers ``expected`` records."""
-    from stream_app.app import redis_client
-    from stream_app.state import StateStore
+    from stream_app.pipeline.app import redis_client
+    from stream_app.state.store import StateStore
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()
                                            if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "REDIS_URL")})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.evaluation import (
+from stream_app.model.evaluation import (
     DAY_MS,
     alert_metrics,
     brier,

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import pytest
 
 from pipeline import Pipeline, diff
-from stream_app.embedded import EmbeddedBroker
-from stream_app.simulator import SimConfig, Simulator, write_jsonl
+from stream_app.tools.embedded import EmbeddedBroker
+from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 

@@ -12,8 +12,8 @@ import faust
 import pytest
 from faust.transport import consumer as faust_consumer
 
-from stream_app.app import create_app
-from stream_app.faust_tuning import FastDrainConsumer, FaustTuning, install, run_eagerly
+from stream_app.pipeline.app import create_app
+from stream_app.pipeline.faust_tuning import FastDrainConsumer, FaustTuning, install, run_eagerly
 from stream_app.settings import Settings
 
 #: sha256 of faust-streaming 0.15.3's ``Consumer._drain_messages`` source, which

@@ -33,7 +33,7 @@ from hypothesis import settings as hsettings
 
 from harness import Harness
 from hostile import T0, Expectation, Msg, apply_order, stream, ts_ms
-from stream_app.ingest import Record
+from stream_app.pipeline.ingest import Record
 from stream_app.settings import Settings
 
 PARTITIONS = 3
@@ -238,9 +238,9 @@ def test_hostile_messages_through_kafka(e2e_env: dict[str, str], worker: Any) ->
 
     from hostile import DAY_MS as _DAY
     from hostile import seeded_stream
-    from stream_app.app import redis_client
-    from stream_app.state import StateStore
-    from stream_app.topic_reader import read_topic
+    from stream_app.pipeline.app import redis_client
+    from stream_app.state.store import StateStore
+    from stream_app.read.topics import read_topic
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in e2e_env.items()
                                            if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "REDIS_URL",
@@ -250,8 +250,8 @@ def test_hostile_messages_through_kafka(e2e_env: dict[str, str], worker: Any) ->
     bootstrap = settings.bootstrap_servers()
 
     async def produce() -> dict[str, Msg]:
-        from stream_app.cli import all_topics
-        from stream_app.embedded import ensure_topics
+        from stream_app.tools.cli.main import all_topics
+        from stream_app.tools.embedded import ensure_topics
 
         # the topics as the worker creates them (it may still be starting): never auto-created
         await ensure_topics(bootstrap, all_topics(settings))

@@ -8,11 +8,11 @@ from collections import defaultdict
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_app.cohorts import cohort_table
-from stream_app.contributions import FIELDS, Contribution, EventFacts, ScoreFacts, carry, combine, decode_values
-from stream_app.kpi_metrics import PortfolioCollector, PortfolioSnapshot
-from stream_app.kpis import compute_kpis
-from stream_app.periods import month, parse_label
+from stream_app.portfolio.cohorts import cohort_table
+from stream_app.portfolio.contributions import FIELDS, Contribution, EventFacts, ScoreFacts, carry, combine, decode_values
+from stream_app.ops.kpi_metrics import PortfolioCollector, PortfolioSnapshot
+from stream_app.portfolio.kpis import compute_kpis
+from stream_app.portfolio.periods import month, parse_label
 
 FEB = parse_label("2026-02")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream_app.lifecycle import LifecycleConfig, StageInputs, stage_of
-from stream_app.portfolio_config import PortfolioConfig, PortfolioConfigError
-from stream_app.segments import FEATURES, SegmentConfig, SegmentModel, alert_threshold
+from stream_app.portfolio.lifecycle import LifecycleConfig, StageInputs, stage_of
+from stream_app.portfolio.config import PortfolioConfig, PortfolioConfigError
+from stream_app.portfolio.segments import FEATURES, SegmentConfig, SegmentModel, alert_threshold
 
 BASE = StageInputs(status="renewed", tenure_days=200, health=65, band="yellow", engagement=55, churn_probability=0.05)
 
@@ -122,7 +122,7 @@ def test_segments_are_deterministic_and_survive_a_checkpoint() -> None:
 
 def test_segments_do_not_depend_on_the_hash_seed() -> None:
     code = (
-        "import json; from stream_app.segments import *\n"
+        "import json; from stream_app.portfolio.segments import *\n"
         "m = SegmentModel(SegmentConfig(k=4, seed=2))\n"
         "xs = [{f: ((i * 7 + j * 3) % 10) / 10 for j, f in enumerate(FEATURES)} for i in range(60)]\n"
         "print(json.dumps([m.assign(x) for x in xs]))\n"

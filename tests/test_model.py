@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from harness import DAY, T0, Harness, ev
-from stream_app.features import slog
-from stream_app.model import ChurnModel
+from stream_app.model.features import slog
+from stream_app.model.churn import ChurnModel
 from stream_app.settings import Settings
 
 

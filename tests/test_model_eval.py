@@ -17,7 +17,7 @@ import pytest
 import sklearn  # noqa: F401  (in the test extra: the reference's tests must run, never skip)
 from rich.console import Console
 
-from stream_app.backtest import (
+from stream_app.tools.backtest.report import (
     CollectingOutputs,
     History,
     RunResult,
@@ -29,7 +29,7 @@ from stream_app.backtest import (
     report,
     scan_history,
 )
-from stream_app.evaluation import DAY_MS, clustered_bootstrap, per_date_auc, roc_auc
+from stream_app.model.evaluation import DAY_MS, clustered_bootstrap, per_date_auc, roc_auc
 from stream_app.settings import Settings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

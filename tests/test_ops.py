@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from harness import T0, Harness, ev
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.faults import InjectedFault
-from stream_app.ingest import Ingestor, Record
-from stream_app.model import ChurnModel
-from stream_app.ops import CountingOutputs, Ops
-from stream_app.security import install_token_auth, is_authenticated, token_middleware
+from stream_app.testing.faults import InjectedFault
+from stream_app.pipeline.ingest import Ingestor, Record
+from stream_app.model.churn import ChurnModel
+from stream_app.ops.health import CountingOutputs, Ops
+from stream_app.ops.security import install_token_auth, is_authenticated, token_middleware
 from stream_app.settings import Settings
 
 SECRET = "s3cret-token-value-1234"
@@ -192,7 +192,7 @@ async def test_health_then_stall_logged_then_exit(ops_setup: tuple[Harness, Ops,
     assert anon.status == 200 and await anon.json() == {"status": "ok"}
 
     # nothing more is processed while 3 records wait
-    caplog.set_level(logging.INFO, logger="stream_app.ops")
+    caplog.set_level(logging.INFO, logger="stream_app.ops.health")
     mono.t += 10
     rep = await ops.tick()
     assert rep.status == "stalled" and ops.exits == []  # type: ignore[attr-defined]

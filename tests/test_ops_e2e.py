@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_e2e import build_file, run_cli, wait_handled
 
-from stream_app.embedded import free_port
+from stream_app.tools.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def ops_env(broker_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 @pytest.fixture
 def ops_worker(ops_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=ops_env,
+    proc = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "worker"], env=ops_env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     yield proc, log
     proc.terminate()

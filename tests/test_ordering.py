@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from harness import Harness
-from stream_app.ordering import GroupAligner
-from stream_app.scorer import ModelHolder
+from stream_app.pipeline.ordering import GroupAligner
+from stream_app.pipeline.scorer import ModelHolder
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator
+from stream_app.tools.simulator.engine import SimConfig, Simulator
 
 PARTITIONS = 2
 

@@ -14,17 +14,17 @@ from typing import Any
 from click.testing import CliRunner
 from harness import Harness, ev
 
-from stream_app.cli import main as cli_main
-from stream_app.cohorts import cohort_table
-from stream_app.contributions import Contribution, EventFacts, ScoreFacts
-from stream_app.ingest import Record
-from stream_app.kpi_batch import EVENT_FIELDS, reference_sums
-from stream_app.lifecycle import STAGES
-from stream_app.periods import Period, month_of, parse_label
-from stream_app.portfolio import PortfolioTracker, read_meta
-from stream_app.segments import FEATURES
+from stream_app.tools.cli.main import main as cli_main
+from stream_app.portfolio.cohorts import cohort_table
+from stream_app.portfolio.contributions import Contribution, EventFacts, ScoreFacts
+from stream_app.pipeline.ingest import Record
+from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
+from stream_app.portfolio.lifecycle import STAGES
+from stream_app.portfolio.periods import Period, month_of, parse_label
+from stream_app.portfolio.tracker import PortfolioTracker, read_meta
+from stream_app.portfolio.segments import FEATURES
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator
+from stream_app.tools.simulator.engine import SimConfig, Simulator
 
 JAN = parse_label("2026-01")
 FEB, MAR, APR = JAN.next(), JAN.next(2), JAN.next(3)
@@ -221,7 +221,7 @@ async def test_stage_changes_go_into_cs_scores(h: Harness) -> None:
 def run_cli(settings: Settings, *args: str) -> Any:
     """The real command line, in a subprocess."""
     env = {**os.environ, "REDIS_URL": settings.redis_url or "", "KEY_PREFIX": settings.key_prefix}
-    out = subprocess.run([sys.executable, "-m", "stream_app.cli", *args], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stream_app.tools.cli", *args], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     return out.stdout
 
@@ -317,7 +317,7 @@ async def test_an_older_state_never_overwrites_a_newer_one(h: Harness, redis_cli
     t = tracker_of(h)
     newer = await all_sums(t, redis_client, [JAN])
     assert newer[JAN]["*"]["m1"] == 30000
-    from stream_app.aggregates import compute_aggregates
+    from stream_app.scoring.aggregates import compute_aggregates
 
     as_of = int(stale.main["lts"])
     agg = compute_aggregates(stale, as_of, h.settings.windows_days)
@@ -366,8 +366,8 @@ async def test_days_without_observations_pass_in_one_step(settings: Settings, re
     """A stray event years before the rest (it passes validation: only the future is bounded)
     must not make the segmentation walk those years day by day: a day without observations
     changes nothing, gets no checkpoint, and is served the checkpoint before it."""
-    from stream_app.periods import DAY_MS
-    from stream_app.segment_days import KEEP_DAYS
+    from stream_app.portfolio.periods import DAY_MS
+    from stream_app.portfolio.segment_days import KEEP_DAYS
 
     seg = PortfolioTracker(settings).segments
     r = redis_client

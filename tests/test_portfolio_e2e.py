@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from test_e2e import e2e_env, run_cli, wait_handled, worker  # noqa: F401  (fixtures)
 
-from stream_app.app import redis_client
-from stream_app.kpi_batch import EVENT_FIELDS, reference_sums
-from stream_app.portfolio import PortfolioTracker
+from stream_app.pipeline.app import redis_client
+from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
+from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator, write_jsonl
+from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream_app.scoring import COMPONENTS, Scorecard, ScorecardConfig
+from stream_app.scoring.scorecard import COMPONENTS, Scorecard, ScorecardConfig
 
 PERFECT = {
     "activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5, "features_30d": 9,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream_app.scorer import score_history, trend
-from stream_app.scoring import COMPONENTS, FactorSpec, Scorecard, ScorecardConfig
+from stream_app.pipeline.scorer import score_history, trend
+from stream_app.scoring.scorecard import COMPONENTS, FactorSpec, Scorecard, ScorecardConfig
 
 PERFECT = {
     "activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5, "features_30d": 9,
@@ -86,10 +86,10 @@ def test_trend_uses_the_latest_score_old_enough() -> None:
 
 
 def test_a_new_customer_is_not_at_risk_on_its_first_event() -> None:
-    from stream_app.aggregates import compute_aggregates
-    from stream_app.model import HealthPrior, features_from
-    from stream_app.scoring import signals_from
-    from stream_app.state import RawCustomerState
+    from stream_app.scoring.aggregates import compute_aggregates
+    from stream_app.model.churn import HealthPrior, features_from
+    from stream_app.scoring.scorecard import signals_from
+    from stream_app.state.store import RawCustomerState
 
     # only a `started` subscription event: no activity, no surveys, no tickets yet
     raw = RawCustomerState("new", main={"lts": "1000", "fs": "1000", "start": "1000", "n": "1", "st": "started",

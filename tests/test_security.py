@@ -28,9 +28,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from harness import DAY, T0, Harness, ev
 from own_services import Certs, OwnRedis, make_certs, redis_binary
-from stream_app.app import redis_client
+from stream_app.pipeline.app import redis_client
 from stream_app.settings import Settings
-from stream_app.state import CustomerKeys, StateStore, hash_tag
+from stream_app.state.store import CustomerKeys, StateStore, hash_tag
 
 ADMIN_PW = "adm-" + uuid.uuid4().hex  # the default user's password (requirepass)
 APP_PW = "app-" + uuid.uuid4().hex  # the ACL user the app runs as
@@ -171,7 +171,7 @@ def test_settings_dumps_and_validation_errors_hide_secrets() -> None:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stream_app.tools.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

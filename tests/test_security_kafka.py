@@ -29,7 +29,7 @@ import pytest
 
 from kafka_auth_proxy import KafkaAuthProxy
 from own_services import Certs, make_certs
-from stream_app.embedded import free_port, port_open
+from stream_app.tools.embedded import free_port, port_open
 from stream_app.settings import Settings
 
 T0_MS = 1_772_442_000_000  # 2026-03-02T09:00:00Z
@@ -110,7 +110,7 @@ async def produce_and_consume(settings: Settings, topic: str) -> list[bytes]:
     """Admin (create topic), producer and consumer, all configured by ``kafka_client_kwargs``."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream_app.embedded import ensure_topics
+    from stream_app.tools.embedded import ensure_topics
 
     kw = settings.kafka_client_kwargs()
     await ensure_topics(settings.bootstrap_servers(), {topic: 1}, 1, kw)
@@ -163,7 +163,7 @@ def test_faust_credentials_from_settings(certs: Certs, sasl_ssl_broker: SecureBr
     """What the worker hands Faust: SCRAM with the password and our CA's TLS context."""
     import faust
 
-    from stream_app.app import broker_credentials
+    from stream_app.pipeline.app import broker_credentials
 
     creds = broker_credentials(client_settings(sasl_ssl_broker, certs))
     assert isinstance(creds, faust.SASLCredentials)
@@ -223,11 +223,11 @@ def test_worker_over_sasl_ssl_scram(
 ) -> None:
     from test_e2e import customer_json, run_cli, wait_handled
 
-    from stream_app.topic_reader import read_topic
+    from stream_app.read.topics import read_topic
 
     env = worker_env(sasl_ssl_broker, certs, redis_url, key_prefix, PASSWORDS["svc"])
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "worker"], env=env,
                               stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
         lines = [{"topic": "activity", "event_id": f"a{i}", "customer_id": "acme", "ts": T0_MS + i * 60_000,
@@ -263,7 +263,7 @@ def test_worker_with_wrong_password_fails_clearly(
 ) -> None:
     wrong = "wrong-" + uuid.uuid4().hex
     env = worker_env(sasl_ssl_broker, certs, redis_url, key_prefix, wrong)
-    out = subprocess.run([sys.executable, "-m", "stream_app.cli", "worker"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stream_app.tools.cli", "worker"], env=env, capture_output=True, text=True,
                          timeout=180)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]

@@ -1,4 +1,4 @@
-"""Tests for stream_app.simulator: contract validity, ordering, determinism, churn realism."""
+"""Tests for stream_app.tools.simulator.engine: contract validity, ordering, determinism, churn realism."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 try:
-    import stream_app.simulator as simulator
+    import stream_app.tools.simulator.engine as simulator
 except ImportError:  # running `pytest` without the project installed / on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import stream_app.simulator as simulator
+    import stream_app.tools.simulator.engine as simulator
 
-from stream_app.simulator import (
+from stream_app.tools.simulator.engine import (
     FEATURES,
     PLANS,
     TOPICS,

@@ -214,7 +214,7 @@ async def test_customer_ids_of_any_content_are_isolated(h: Harness) -> None:
 
 async def test_a_customer_silent_past_retention_starts_over_and_keys_expire(h: Harness) -> None:
     from schemas import TicketEvent
-    from stream_app.state import SourcedEvent
+    from stream_app.state.store import SourcedEvent
 
     h.store._retention_ms = 120 * 86_400_000
     ticket = ev("tickets", "t1", T0, ticket_id="k1", status="opened", priority="high")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_app.watchdog import Watchdog
+from stream_app.ops.watchdog import Watchdog
 
 A0 = ("cs.activity", 0)
 A1 = ("cs.activity", 1)

@@ -19,7 +19,7 @@ import pytest
 from test_e2e import HOUR, T0_MS, customer_json, line, run_cli, wait_handled
 from test_ops_e2e import http, wait_http
 
-from stream_app.embedded import free_port
+from stream_app.tools.embedded import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def wd_env(broker_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.tools.cli", "worker"], env=env,
                                      stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{env['WEB_PORT']}"
 

@@ -1,0 +1,540 @@
+"""Live portfolio KPIs in Redis: per-period contributions and sums, kept exactly once.
+
+Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Cluster-safe):
+
+    {prefix}pf:{pf}:meta               hash  rolled:<kind> (newest period carried into),
+                                              floor:<kind> (oldest period still writable)
+    {prefix}pf:{pf}:<m|q>:<label>:c    hash  customer id -> its record in that period
+    {prefix}pf:{pf}:<m|q>:<label>:s    hash  "<group>:<field>" -> sum over the records
+    {prefix}pf:{pf}:obs:<day>          hash  customer id -> its first scoring's behaviour that day
+    {prefix}pf:{pf}:seg:blob:<day>     string segmentation model through that day (JSON);
+    {prefix}pf:{pf}:seg:days           zset   the days checkpointed (see ``segment_days``)
+    {prefix}pf:{pf}:ver                hash  customer id -> newest state version written
+
+Per batch of scored customers (``PortfolioTracker.update``): one read round trip (meta and the
+stored records the batch needs), the records computed in Python (``contributions``), one
+write round trip (``lua/portfolio_apply.lua``, which replaces each record and applies the
+delta to the sums atomically). A query reads one sums hash: O(1) in the number of customers.
+
+Which periods a customer's update writes: every month its state still holds completely (the
+longest window back from its newest event: with 90 days, the current and the two previous
+months), so a late event, or one consumed late because its topic lagged behind the others
+during a backlog, corrects the closed month it belongs to; up to the newest period the
+portfolio has reached (a customer whose latest event is older still has current records).
+A month before the scoring month keeps the score facts it had (the health at that month's
+end is not known any more); quarters are combined from their months. The stored records are
+read first (one pipelined HMGET per period), so only records that changed are written.
+
+When event time enters a new period (``rollover``), every customer active at the end of the
+previous period and not yet in the new one gets the carried-over record (set only where
+absent, so it is idempotent and never overwrites a real update). Records older than
+``keep_months`` are dropped and their periods closed (the sums stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from stream_app.scoring.aggregates import CustomerAggregates
+from stream_app.portfolio.cohorts import CohortRow, cohort_table
+from stream_app.portfolio.contributions import FIELDS, Contribution, ScoreFacts, carry, combine, facts_from_state, signup_month
+from stream_app.portfolio.kpis import Kpis, compute_kpis, split_groups
+from stream_app.portfolio.lifecycle import StageInputs, stage_of
+from stream_app.portfolio.periods import DAY_MS, KINDS, Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
+from stream_app.portfolio.config import PortfolioConfig
+from stream_app.scoring.scorecard import HealthResult
+from stream_app.portfolio.segment_days import DailySegments
+from stream_app.portfolio.segments import SegmentInfo, segment_features
+from stream_app.settings import Settings
+from stream_app.state.store import RawCustomerState
+
+log = logging.getLogger(__name__)
+
+_FIELD_NAMES = ",".join(FIELDS)
+#: records per script call: big enough to amortise the call, small enough not to block Redis
+_CHUNK = 200
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What one scoring says about the customer's place in the portfolio: its lifecycle
+    stage, whether it is at risk, and its behaviour features (for the segmentation)."""
+
+    stage: str
+    risky: bool
+    features: dict[str, float]
+    learn: bool  # an active customer: its behaviour teaches the segmentation
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        """The optional ``cs.scores`` fields."""
+        return {"lifecycle_stage": self.stage}
+
+
+#: one scoring's segmentation input: (order time, customer id, month, features, learn)
+Observation = tuple[int, str, int, dict[str, float], bool]
+#: an observation recovered from an outbox after a crash: (order time, customer id, features)
+ReplayedObservation = tuple[int, str, dict[str, float]]
+
+
+def encode_scoring(as_of_ms: int, score: ScoreFacts, features: dict[str, float]) -> bytes:
+    """One scoring's month facts, as an outbox entry (without its ``f`` tag): order time,
+    score facts, segmentation features (JSON floats round-trip exactly, so a segment assigned
+    from a recovered scoring is the one the clean run assigned).
+
+    >>> decode_scoring(encode_scoring(86_400_000, ScoreFacts(655, "yellow", False, "adopting"), {"usage": 0.25}))
+    (86400000, ScoreFacts(health10=655, band='yellow', risky=False, stage='adopting', segment=None), {'usage': 0.25})
+    """
+    return orjson.dumps([as_of_ms, score.encode(), features])
+
+
+def decode_scoring(raw: bytes) -> tuple[int, ScoreFacts, dict[str, float]]:
+    k, score, features = orjson.loads(raw)
+    return int(k), ScoreFacts.decode(score), {str(f): float(v) for f, v in features.items()}
+
+
+@dataclass(frozen=True)
+class PortfolioItem:
+    """One scored customer, as the portfolio needs it: its state after its latest scored
+    event, the score facts of its latest scoring in each month (always including the month
+    of ``as_of_ms``), and every scoring's segmentation input (``collect`` merges a batch's
+    scorings of one customer).
+
+    ``recovered``: only scorings recovered from the customer's outbox (``from_outbox``): months
+    it carries no facts for keep the stored ones (a later scoring may have written them).
+    """
+
+    customer_id: str
+    as_of_ms: int
+    raw: RawCustomerState
+    scores: dict[int, ScoreFacts] = field(default_factory=dict)
+    observations: tuple[Observation, ...] = ()
+    recovered: bool = False
+
+
+@dataclass
+class PortfolioStats:
+    updates: int = 0
+    records_written: int = 0
+    records_changed: int = 0
+    rollovers: int = 0
+    carried: int = 0
+    seconds: float = 0.0  # wall time spent in update() (reads, records, writes, rollovers)
+
+
+class Stored:
+    """A record as stored (text), decoded on first use."""
+
+    __slots__ = ("_rec", "period", "text")
+
+    def __init__(self, period: Period, text: str) -> None:
+        self.period, self.text, self._rec = period, text, None
+
+    @property
+    def contribution(self) -> Contribution:
+        if self._rec is None:
+            self._rec = Contribution.decode(self.period, self.text)
+        return self._rec
+
+
+_ABSENT = Stored(Period("month", 0), "")
+
+
+@dataclass
+class Meta:
+    rolled: dict[str, int] = field(default_factory=dict)
+    floor: dict[str, int] = field(default_factory=dict)
+
+
+class PortfolioKeys:
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}pf:{{pf}}"
+        self.meta = f"{self.base}:meta"
+        self.versions = f"{self.base}:ver"
+
+    def contributions(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:c"
+
+    def sums(self, p: Period) -> str:
+        return f"{self.base}:{p.kind[0]}:{p.label}:s"
+
+
+def _from_label(kind: str, label: str) -> int:
+    from stream_app.portfolio.periods import parse_label
+
+    p = parse_label(label)
+    if p.kind != kind:
+        raise ValueError(f"{label!r} is not a {kind}")
+    return p.index
+
+
+async def read_meta(redis: Any, keys: PortfolioKeys) -> Meta:
+    raw = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.meta)).items()}
+    meta = Meta()
+    for k, v in raw.items():
+        what, _, kind = k.partition(":")
+        if what in ("rolled", "floor") and kind in KINDS:
+            getattr(meta, what)[kind] = _from_label(kind, v)
+    return meta
+
+
+class PortfolioTracker:
+    """Keeps the portfolio's per-period sums current as customers are scored."""
+
+    def __init__(self, settings: Settings, config: PortfolioConfig | None = None) -> None:
+        self.settings = settings
+        self.cfg = config or settings.portfolio()
+        self.keys = PortfolioKeys(settings.key_prefix)
+        self.risk_threshold = self.cfg.risk_threshold or settings.risk_alert_threshold
+        self.segments = DailySegments(settings.key_prefix, self.keys.base, self.cfg.segments, settings.model_lag_days)
+        self.stats = PortfolioStats()
+        self._script_src = resources.files("stream_app.state").joinpath("lua/portfolio_apply.lua").read_text()
+        self._script: Any = None
+        # a worker's agents refresh concurrently: one update at a time, so that each update's
+        # read of the stored records (which decides what to write) sees the previous one's writes
+        self._lock = asyncio.Lock()
+
+    # --- per customer, in the scoring loop (no I/O) -----------------------------------------
+    def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
+        """Stage (config rules: a pure function) and the segmentation input (pure too: the
+        segment itself is assigned in ``update``, in event-time order)."""
+        stage = stage_of(StageInputs(
+            status=agg.subscription_status, tenure_days=agg.tenure_days, health=health.score, band=health.band,
+            engagement=health.components.get("engagement"), churn_probability=churn_p,
+        ), self.cfg.lifecycle)
+        return Assessment(stage, health.band == "red" or churn_p >= self.risk_threshold,
+                          segment_features(agg), agg.subscription_status != "cancelled")
+
+    def item(self, customer_id: str, as_of_ms: int, raw: RawCustomerState, health: HealthResult,
+             assessment: Assessment) -> PortfolioItem:
+        """One scoring as of event time ``as_of_ms`` (the scored event's order time)."""
+        m = month_of(as_of_ms)
+        score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
+                           stage=assessment.stage)
+        obs = (as_of_ms, customer_id, m, assessment.features, assessment.learn)
+        return PortfolioItem(customer_id, as_of_ms, raw, {m: score}, (obs,))
+
+    @staticmethod
+    def from_outbox(customer_id: str, raw: RawCustomerState,
+                    scorings: Sequence[tuple[int, ScoreFacts, dict[str, float]]]) -> PortfolioItem:
+        """Scorings whose state was saved before a crash but whose month facts never reached
+        the portfolio (they rode in the outbox, see ``Scorer.score_one``), in scoring order;
+        ``raw``: the customer's current state. Merged ahead of the customer's re-scorings."""
+        scores = {month_of(k): sf for k, sf, _ in scorings}
+        obs = tuple((k, customer_id, month_of(k), f, False) for k, _, f in scorings)
+        return PortfolioItem(customer_id, scorings[-1][0], raw, scores, obs, recovered=True)
+
+    @staticmethod
+    def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
+        """Add a customer's scoring to ``acc`` (scorings of one batch, in event order): one
+        update per customer with its latest state, keeping each month's latest score facts
+        and every scoring's segmentation input."""
+        if item is None:
+            return
+        prev = acc.get(item.customer_id)
+        if prev is not None:
+            item = replace(item, scores={**prev.scores, **item.scores},
+                           observations=prev.observations + item.observations)
+        acc[item.customer_id] = item
+
+    async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem],
+                              replayed: Sequence[ReplayedObservation] = ()) -> list[PortfolioItem]:
+        """Store the scorings' segmentation inputs (and ``replayed`` ones, see ``update``), learn
+        the days now complete, and give each month's record the segment of its latest scoring,
+        assigned by the model pinned to that scoring's day (``segment_days``): the same however
+        the input was batched."""
+        obs = [o for it in items for o in it.observations]
+        await self.segments.observe(redis, [*replayed, *((k, cid, f) for k, cid, _, f, learn in obs if learn)])
+        await self.segments.advance(redis)
+        latest: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
+        for k, cid, m, features, _ in obs:
+            if (cid, m) not in latest or k >= latest[(cid, m)][0]:
+                latest[(cid, m)] = (k, features)
+        seg = {key: self.segments.model_for(k // DAY_MS).assign(f, learn=False) for key, (k, f) in latest.items()}
+        return [replace(it, scores={m: sf._replace(segment=seg.get((it.customer_id, m), sf.segment))
+                                    for m, sf in it.scores.items()}) for it in items]
+
+    # --- per batch ------------------------------------------------------------------------------
+    async def prepare(self, redis: Any) -> None:
+        """Before a batch: learn the segmentation days completed since (cheap when none)."""
+        await self.segments.advance(redis)
+
+    async def update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None = None,
+                     replayed: Sequence[ReplayedObservation] = ()) -> int:
+        """Write the scored customers' records; ``now_ms`` is the event-time watermark;
+        ``replayed``: segmentation observations ``(order time, customer id, features)`` of
+        scorings before a crash, recovered from the customers' outboxes.
+
+        Returns the number of records that changed.
+        """
+        if not items and not replayed:
+            return 0
+        async with self._lock:
+            if not items:
+                await self.segments.observe(redis, replayed)
+                return 0
+            return await self._update(redis, items, now_ms, replayed)
+
+    async def _update(self, redis: Any, items: Sequence[PortfolioItem], now_ms: int | None,
+                      replayed: Sequence[ReplayedObservation] = ()) -> int:
+        t0 = time.perf_counter()
+        items = await self.assign_segments(redis, items, replayed)
+        now_m = month_of(now_ms if now_ms is not None else max(i.as_of_ms for i in items))
+        meta = await read_meta(redis, self.keys)
+        if meta.rolled.get("month") is None or now_m > meta.rolled["month"]:
+            meta = await self.rollover(redis, now_m, meta)
+        plans = [self._plan(it, meta) for it in items]
+        need: dict[Period, list[str]] = {}
+        for it, plan in zip(items, plans):
+            for p in plan.reads:
+                need.setdefault(p, []).append(it.customer_id)
+        old = await self._read(redis, need)
+        writes: list[tuple[Any, ...]] = []
+        for it, plan in zip(items, plans):
+            version = int(it.raw.main.get("n", "0"))
+            # the version first: it rejects this update if a newer state was written meanwhile
+            writes.append((None, it.customer_id, "", version))
+            writes.extend((p, c, text, version) for p, c, text in self._records(it, plan, old))
+        changed = await self.apply_records(redis, writes, "r")
+        self.stats.updates += len(items)
+        self.stats.records_written += len(writes) - len(items)
+        self.stats.records_changed += changed
+        self.stats.seconds += time.perf_counter() - t0
+        return changed
+
+    # --- planning ---------------------------------------------------------------------------
+    @dataclass
+    class _Plan:
+        months: range
+        as_month: int
+        quarters: list[Period]
+        reads: list[Period]
+
+    def _plan(self, it: PortfolioItem, meta: Meta) -> PortfolioTracker._Plan:
+        main = it.raw.main
+        lts = int(main.get("lts", it.as_of_ms))
+        first = int(main.get("fs", lts))
+        as_m = month_of(it.as_of_ms)
+        floor_m = meta.floor.get("month")
+        # every month the state's day buckets still hold completely (the longest window back
+        # from the customer's newest event): a late event, or one consumed late because its
+        # topic lagged behind the others, lands in a month that is restated
+        horizon = lts // DAY_MS - self.settings.max_window_days + 1
+        covered = month_of_day(horizon)
+        if month_start_day(covered) < horizon:
+            covered += 1
+        lo = max(min(covered, as_m), month_of(first), floor_m if floor_m is not None else -(10**9))
+        hi = max(month_of(lts), meta.rolled.get("month", as_m), as_m)
+        months = range(lo, hi + 1) if lo <= hi else range(0)
+        # stored records: for the score facts of past months and to send only what changed
+        reads = [month(m) for m in months]
+        quarters: list[Period] = []
+        if "quarter" in self.cfg.periods and months:
+            for qi in range(months[0] // 3, months[-1] // 3 + 1):
+                q = Period("quarter", qi)
+                qfloor = meta.floor.get("quarter")
+                if qfloor is not None and qi < qfloor:
+                    continue
+                if floor_m is not None and q.month_indices[0] < floor_m:
+                    continue
+                quarters.append(q)
+                reads.append(q)
+                reads.extend(month(m) for m in q.month_indices if m < lo)
+        return self._Plan(months, as_m, quarters, sorted(set(reads)))
+
+    def _records(self, it: PortfolioItem, plan: PortfolioTracker._Plan,
+                 old: dict[tuple[Period, str], Stored]) -> list[tuple[Period, str, str]]:
+        cid = it.customer_id
+        fresh = it.scores[plan.as_month]
+        periods = [month(m) for m in plan.months]
+        facts = facts_from_state(it.raw, periods)
+        signup = signup_month(it.raw)
+        out: list[tuple[Period, str, str]] = []
+        month_recs: dict[int, Contribution] = {}
+        for p in periods:
+            score = it.scores.get(p.index, fresh)
+            if (p.index < plan.as_month or it.recovered) and p.index not in it.scores:
+                prev = old.get((p, cid))
+                if prev is not None:
+                    score = prev.contribution.score
+            rec = Contribution(p, facts[p], score, signup)
+            out.append((p, cid, self._encode(rec, old.get((p, cid)))))
+            if not rec.empty():
+                month_recs[p.index] = rec
+        hi = plan.months[-1] if plan.months else plan.as_month
+        for q in plan.quarters:
+            recs = {}
+            for m in q.month_indices:
+                if m in month_recs:
+                    recs[m] = month_recs[m]
+                elif m not in plan.months and (month(m), cid) in old:
+                    recs[m] = old[(month(m), cid)].contribution
+            out.append((q, cid, self._encode(combine(q, recs, min(q.month_indices[-1], hi)), old.get((q, cid)))))
+        # unchanged records need no write (the script would find them equal and do nothing)
+        return [(p, c, text) for p, c, text in out if text != old.get((p, c), _ABSENT).text]
+
+    def _encode(self, rec: Contribution, stored: Stored | None) -> str:
+        """The record's text; the stored text when its facts and score are the same (most past
+        months at most updates), without recomputing the values."""
+        if rec.empty():
+            return ""
+        tail = rec.tail()
+        if stored is not None and stored.text.endswith(tail) and stored.text[-len(tail) - 1] == "|":
+            return stored.text
+        return rec.encode(self.cfg.repeat_min_days, tail)
+
+    # --- Redis ------------------------------------------------------------------------------
+    async def _read(self, redis: Any, need: dict[Period, list[str]]) -> dict[tuple[Period, str], Stored]:
+        if not need:
+            return {}
+        pipe = redis.pipeline(transaction=False)
+        order = list(need.items())
+        for p, cids in order:
+            pipe.hmget(self.keys.contributions(p), cids)
+        out: dict[tuple[Period, str], Stored] = {}
+        for (p, cids), vals in zip(order, await pipe.execute()):
+            for cid, v in zip(cids, vals):
+                if v:
+                    out[(p, cid)] = Stored(p, _s(v))
+        return out
+
+    async def apply_records(self, redis: Any, writes: Sequence[tuple[Any, ...]], mode: str = "r") -> int:
+        """Replace (mode "r") or carry in (mode "n": only where absent) encoded records,
+        ``(period, customer id, record[, version])``; a ``None`` period only records the
+        version. Returns how many records changed."""
+        if not writes:
+            return 0
+        if self._script is None:
+            self._script = redis.register_script(self._script_src)
+        pipe = redis.pipeline(transaction=False)
+        for i in range(0, len(writes), _CHUNK):
+            chunk = writes[i : i + _CHUNK]
+            pairs: dict[Period, int] = {}
+            keys = [self.keys.meta, self.keys.versions]
+            items = []
+            for w in chunk:
+                p, cid, rec = w[0], w[1], w[2]
+                version = w[3] if len(w) > 3 else False
+                if p is None:
+                    items.append([0, "", "", cid, "", version])
+                    continue
+                if p not in pairs:
+                    pairs[p] = len(pairs) + 1
+                    keys += [self.keys.contributions(p), self.keys.sums(p)]
+                items.append([pairs[p], p.kind, p.label, cid, rec, version])
+            await self._script(keys=keys, args=[_FIELD_NAMES, mode, orjson.dumps(items)], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def rollover(self, redis: Any, now_month: int, meta: Meta | None = None) -> Meta:
+        """Carry customers into every period event time has entered since the last rollover,
+        then move the floors and drop the records below them. Idempotent."""
+        meta = meta or await read_meta(redis, self.keys)
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            rolled = meta.rolled.get(kind)
+            start = target if rolled is None else rolled + 1
+            for idx in range(start, target + 1):
+                self.stats.carried += await self._carry(redis, Period(kind, idx - 1), Period(kind, idx))
+        floor_m = now_month - self.cfg.keep_months + 1
+        floors: dict[PeriodKind, int] = {"month": floor_m, "quarter": -(-floor_m // 3)}
+        fields: dict[str, str] = {}
+        dropped: list[str] = []
+        for kind in self.cfg.periods:
+            target = of_kind(kind, now_month).index
+            fields[f"rolled:{kind}"] = Period(kind, max(target, meta.rolled.get(kind, target))).label
+            new_floor = max(floors[kind], meta.floor.get(kind, floors[kind]))
+            fields[f"floor:{kind}"] = Period(kind, new_floor).label
+            old_floor = meta.floor.get(kind)
+            if old_floor is not None:
+                dropped += [self.keys.contributions(Period(kind, i)) for i in range(old_floor, new_floor)]
+        await redis.hset(self.keys.meta, mapping=fields)
+        if dropped:
+            await redis.unlink(*dropped)
+        self.stats.rollovers += 1
+        return await read_meta(redis, self.keys)
+
+    async def _carry(self, redis: Any, prev: Period, cur: Period) -> int:
+        n = 0
+        cursor = 0
+        rmd = self.cfg.repeat_min_days
+        while True:
+            cursor, chunk = await redis.hscan(self.keys.contributions(prev), cursor, count=500)
+            writes = []
+            for cid, text in chunk.items():
+                c = Contribution.decode(prev, _s(text))
+                if c.facts.a1:
+                    writes.append((cur, _s(cid), carry(c, cur).encode(rmd)))
+            n += await self.apply_records(redis, writes, "n")
+            if cursor == 0:
+                return n
+
+    # --- read side --------------------------------------------------------------------------
+    async def now_month(self, redis: Any) -> int | None:
+        """The portfolio's current month: the newest it rolled into, or of the watermark."""
+        meta = await read_meta(redis, self.keys)
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        candidates = [m for m in (meta.rolled.get("month"), month_of(int(wm)) if wm is not None else None) if m is not None]
+        return max(candidates) if candidates else None
+
+    async def sums(self, redis: Any, periods: Sequence[Period]) -> dict[Period, dict[str, dict[str, int]]]:
+        """Each period's sums by group (one HGETALL per period)."""
+        pipe = redis.pipeline(transaction=False)
+        for p in periods:
+            pipe.hgetall(self.keys.sums(p))
+        return {p: split_groups({_s(k): int(v) for k, v in raw.items()}) for p, raw in zip(periods, await pipe.execute())}
+
+    async def report(self, redis: Any, kind: PeriodKind = "month", count: int = 3,
+                     segment: str | None = None, now_ms: int | None = None) -> list[Kpis]:
+        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment;
+        periods before the portfolio's first data are left out."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        current = of_kind(kind, now_m)
+        periods = [current.prev(i) for i in range(count - 1, -1, -1)]
+        data = await self.sums(redis, periods)
+        while len(periods) > 1 and not data[periods[0]]:
+            periods.pop(0)
+        group = segment or "*"
+        wm = await redis.get(f"{self.settings.key_prefix}wm")
+        now = int(wm) if wm is not None else current.start_ms
+        return [
+            compute_kpis(data[p].get(group, {}), p.months, self.cfg.gross_margin, period=p.label,
+                         segment=segment or "all", partial=p.end_ms > now)
+            for p in periods
+        ]
+
+    async def segment_reports(self, redis: Any, kind: PeriodKind = "month", now_ms: int | None = None) -> dict[str, Kpis]:
+        """The current period's KPIs for every segment present in it."""
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return {}
+        p = of_kind(kind, now_m)
+        groups = (await self.sums(redis, [p]))[p]
+        return {
+            g: compute_kpis(s, p.months, self.cfg.gross_margin, period=p.label, segment=g, partial=True)
+            for g, s in sorted(groups.items()) if g.startswith("seg")
+        }
+
+    async def cohorts(self, redis: Any, now_ms: int | None = None) -> list[CohortRow]:
+        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
+        if now_m is None:
+            return []
+        periods = [month(m) for m in range(now_m - 12, now_m + 1)]
+        data = await self.sums(redis, periods)
+        return cohort_table({p.index: g for p, g in data.items()}, now_m)
+
+    async def describe_segments(self, redis: Any) -> list[SegmentInfo]:
+        """The newest segmentation checkpoint's segments and traits."""
+        return (await self.segments.latest(redis)).describe()
