@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream_app.tools.embedded import free_port  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
-from stream_app.state.store import CustomerKeys  # noqa: E402
+from stream_app.state.layout import CustomerKeys  # noqa: E402
 
 DAY = 20_500  # an event-time day (2026-02-16)
 

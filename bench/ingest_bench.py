@@ -31,7 +31,7 @@ from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl 
 
 
 async def memory_per_customer(stack: Stack, ids: list[str]) -> list[int]:
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
 
     client = redis_client(stack.settings)

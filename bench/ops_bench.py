@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import time
 
-from stream_app.pipeline.ingest import Record
+from stream_app.core import Record
 from stream_app.ops.health import Ops
 from stream_app.settings import Settings
 

@@ -38,11 +38,12 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stream_app.scoring.aggregates import compute_aggregates  # noqa: E402
-from stream_app.pipeline.ingest import Ingestor, Record  # noqa: E402
+from stream_app.pipeline.ingest import Ingestor  # noqa: E402
+from stream_app.core import Record  # noqa: E402
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums  # noqa: E402
 from stream_app.portfolio.periods import month_of  # noqa: E402
 from stream_app.portfolio.tracker import PortfolioTracker  # noqa: E402
-from stream_app.pipeline.scorer import ModelHolder  # noqa: E402
+from stream_app.model.checkpoints import ModelHolder  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.simulator.engine import SimConfig, Simulator  # noqa: E402
 from stream_app.state.store import StateStore  # noqa: E402

@@ -178,7 +178,7 @@ class Stack:
         return asyncio.run(self._handled())
 
     async def _handled(self) -> int:
-        from stream_app.pipeline.app import redis_client
+        from stream_app.pipeline.clients import redis_client
         from stream_app.state.store import StateStore
 
         client = redis_client(self.settings)
@@ -237,7 +237,7 @@ class Stack:
 
 async def delete_keys(settings: Settings, prefix: str) -> int:
     """Delete every key starting with ``prefix`` (SCAN + DEL in chunks); returns how many."""
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     if not prefix or "*" in prefix:
         raise ValueError(f"refusing to delete keys for prefix {prefix!r}")

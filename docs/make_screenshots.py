@@ -55,7 +55,7 @@ async def shoot(url: str, out: Path, wait_rows: int = 10) -> str:
 
 async def wait_handled(settings: object, produced: int, timeout_s: float = 1800) -> None:
     """Until the worker has handled everything produced (its partition progress in Redis)."""
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
 
     client = redis_client(settings)  # type: ignore[arg-type]

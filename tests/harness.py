@@ -8,7 +8,8 @@ from typing import Any
 
 from schemas import DeadLetter
 from stream_app.scoring.aggregates import compute_aggregates
-from stream_app.pipeline.ingest import Ingestor, Record
+from stream_app.pipeline.ingest import Ingestor
+from stream_app.core import Record
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
 

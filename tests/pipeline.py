@@ -74,7 +74,7 @@ class Pipeline:
     # --- progress ----------------------------------------------------------------------------
     def handled(self) -> int:
         async def go() -> int:
-            from stream_app.pipeline.app import redis_client
+            from stream_app.pipeline.clients import redis_client
 
             client = redis_client(self.settings)
             try:

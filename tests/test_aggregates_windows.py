@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.scoring.aggregates import DAY_MS, WindowAggregates, _Parsed, compute_aggregates, compute_windows
-from stream_app.state.store import RawCustomerState
+from stream_app.core import RawCustomerState
 
 
 def reference_window(p: _Parsed, now_ms: int, window: int) -> dict[str, object]:

@@ -8,7 +8,7 @@ import random
 from stream_app.scoring.aggregates import DAY_MS, compute_aggregates
 from stream_app.model.features import behaviour_features, decode_features, encode_features
 from stream_app.model.churn import ChurnModel
-from stream_app.state.store import RawCustomerState
+from stream_app.core import RawCustomerState
 
 
 class _FixedScorer:

@@ -118,7 +118,7 @@ def customer_json(env: dict[str, str], cid: str) -> dict[str, Any]:
 
 def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> None:
     """Wait until the worker's partition progress covers ``expected`` records."""
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()

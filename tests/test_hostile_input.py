@@ -33,7 +33,7 @@ from hypothesis import settings as hsettings
 
 from harness import Harness
 from hostile import T0, Expectation, Msg, apply_order, stream, ts_ms
-from stream_app.pipeline.ingest import Record
+from stream_app.core import Record
 from stream_app.settings import Settings
 
 PARTITIONS = 3
@@ -238,7 +238,7 @@ def test_hostile_messages_through_kafka(e2e_env: dict[str, str], worker: Any) ->
 
     from hostile import DAY_MS as _DAY
     from hostile import seeded_stream
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
     from stream_app.read.topics import read_topic
 

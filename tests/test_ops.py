@@ -17,7 +17,8 @@ from harness import T0, Harness, ev
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.testing.faults import InjectedFault
-from stream_app.pipeline.ingest import Ingestor, Record
+from stream_app.pipeline.ingest import Ingestor
+from stream_app.core import Record
 from stream_app.model.churn import ChurnModel
 from stream_app.ops.health import CountingOutputs, Ops
 from stream_app.ops.security import install_token_auth, is_authenticated, token_middleware

@@ -13,7 +13,7 @@ import pytest
 
 from harness import Harness
 from stream_app.pipeline.ordering import GroupAligner
-from stream_app.pipeline.scorer import ModelHolder
+from stream_app.model.checkpoints import ModelHolder
 from stream_app.settings import Settings
 from stream_app.tools.simulator.engine import SimConfig, Simulator
 

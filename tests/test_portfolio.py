@@ -17,7 +17,7 @@ from harness import Harness, ev
 from stream_app.tools.cli.main import main as cli_main
 from stream_app.portfolio.cohorts import cohort_table
 from stream_app.portfolio.contributions import Contribution, EventFacts, ScoreFacts
-from stream_app.pipeline.ingest import Record
+from stream_app.core import Record
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.portfolio.lifecycle import STAGES
 from stream_app.portfolio.periods import Period, month_of, parse_label

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_e2e import e2e_env, run_cli, wait_handled, worker  # noqa: F401  (fixtures)
 
-from stream_app.pipeline.app import redis_client
+from stream_app.pipeline.clients import redis_client
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.settings import Settings

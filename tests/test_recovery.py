@@ -92,7 +92,7 @@ async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tup
             size = rng.randint(1, 300)
             logical = tp[0][len(settings.topic_prefix):]
             values = logs[(logical, tp[1])][cursor[tp]: cursor[tp] + size]
-            from stream_app.pipeline.ingest import Record
+            from stream_app.core import Record
 
             recs = [Record(tp[0], tp[1], cursor[tp] + i, v, ends[tp]) for i, v in enumerate(values)]
             cursor[tp] += len(values)
@@ -179,7 +179,7 @@ async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings,
     """Redis restarts empty in the middle of a drain: the rounds after it run on a blank state,
     so the drain must not publish what they computed; the ingestor raises StateLostError (the
     worker exits 3 and asks for a rebuild) and acknowledges nothing."""
-    from stream_app.pipeline.ingest import Record, StateLostError
+    from stream_app.core import Record, StateLostError
 
     logs = sim_records(customers=10, days=20, seed=4)
     h = Harness(settings, redis_client)
@@ -252,7 +252,7 @@ async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_fact
     from datetime import datetime, timezone
 
     from harness import ev
-    from stream_app.pipeline.ingest import Record
+    from stream_app.core import Record
 
     jan20 = datetime(2026, 1, 20, 9, 0, tzinfo=timezone.utc)
     jan31 = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)

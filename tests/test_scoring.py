@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream_app.pipeline.scorer import score_history, trend
+from stream_app.state.codec import score_history
+from stream_app.scoring.alerts import trend
 from stream_app.scoring.scorecard import COMPONENTS, FactorSpec, Scorecard, ScorecardConfig
 
 PERFECT = {
@@ -89,7 +90,7 @@ def test_a_new_customer_is_not_at_risk_on_its_first_event() -> None:
     from stream_app.scoring.aggregates import compute_aggregates
     from stream_app.model.churn import HealthPrior, features_from
     from stream_app.scoring.scorecard import signals_from
-    from stream_app.state.store import RawCustomerState
+    from stream_app.core import RawCustomerState
 
     # only a `started` subscription event: no activity, no surveys, no tickets yet
     raw = RawCustomerState("new", main={"lts": "1000", "fs": "1000", "start": "1000", "n": "1", "st": "started",

@@ -28,9 +28,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from harness import DAY, T0, Harness, ev
 from own_services import Certs, OwnRedis, make_certs, redis_binary
-from stream_app.pipeline.app import redis_client
+from stream_app.pipeline.clients import redis_client
 from stream_app.settings import Settings
-from stream_app.state.store import CustomerKeys, StateStore, hash_tag
+from stream_app.state.layout import CustomerKeys, hash_tag
+from stream_app.state.store import StateStore
 
 ADMIN_PW = "adm-" + uuid.uuid4().hex  # the default user's password (requirepass)
 APP_PW = "app-" + uuid.uuid4().hex  # the ACL user the app runs as

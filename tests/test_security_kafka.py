@@ -163,7 +163,7 @@ def test_faust_credentials_from_settings(certs: Certs, sasl_ssl_broker: SecureBr
     """What the worker hands Faust: SCRAM with the password and our CA's TLS context."""
     import faust
 
-    from stream_app.pipeline.app import broker_credentials
+    from stream_app.pipeline.clients import broker_credentials
 
     creds = broker_credentials(client_settings(sasl_ssl_broker, certs))
     assert isinstance(creds, faust.SASLCredentials)

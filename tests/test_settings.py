@@ -46,7 +46,7 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch, env: d
 def test_sasl_scram_and_tls_are_expressible(tmp_path: Path) -> None:
     import faust
 
-    from stream_app.pipeline.app import broker_credentials
+    from stream_app.pipeline.clients import broker_credentials
 
     s = Settings(
         _env_file=None,
@@ -81,7 +81,7 @@ def test_secrets_never_printed() -> None:
 
 
 def test_redis_client_options_from_settings() -> None:
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     s = Settings(_env_file=None, redis_url="rediss://r:6380/1", redis_username="svc", redis_password="pw")
     client = redis_client(s)

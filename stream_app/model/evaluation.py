@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-DAY_MS = 86_400_000
+from stream_app.core import DAY_MS
+
 
 
 def _arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

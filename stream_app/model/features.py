@@ -19,7 +19,7 @@ The model transforms every value with :func:`slog` and standardises it online (s
 level is low all along, which a ratio to their own past cannot show.
 
 >>> from stream_app.scoring.aggregates import compute_aggregates
->>> from stream_app.state.store import RawCustomerState
+>>> from stream_app.core import RawCustomerState
 >>> raw = RawCustomerState("acme", main={"lts": str(40 * DAY_MS), "fs": "0", "n": "9", "na": "2",
 ...     "a0": "login", "n0": "8", "a1": "export", "n1": "1"}, days={"0": "0,0,4,1", "39": "0,0,4,0"})
 >>> agg = compute_aggregates(raw, 40 * DAY_MS, [7, 30, 90])
@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import math
 
-from stream_app.scoring.aggregates import DAY_MS, CustomerAggregates
+from stream_app.core import DAY_MS
+from stream_app.scoring.aggregates import CustomerAggregates
+from stream_app.state import layout
 
 #: Prefixes of the per-action features (``<prefix><action name>``).
 ACTION_LEVEL = "act90:"
@@ -115,13 +117,13 @@ def behaviour_features(agg: CustomerAggregates, main: dict[str, str]) -> dict[st
     # per action: every tracked slot (a tracked action with no recent events is a real zero)
     counts = w90.actions if w90 is not None else {}
     lifetime_days = max(1.0, tenure) if tenure is not None else None
-    for i in range(int(main.get("na", "0"))):
-        name = main.get(f"a{i}")
+    for i in range(int(main.get(layout.ACTION_SLOTS, "0"))):
+        name = main.get(layout.slot_name_field(i))
         if not name:
             continue
         x[ACTION_LEVEL + name] = counts.get(name, 0) / d90
         if lifetime_days is not None:
-            x[ACTION_LIFETIME + name] = int(main.get(f"n{i}", "0")) / lifetime_days
+            x[ACTION_LIFETIME + name] = int(main.get(layout.slot_count_field(i), "0")) / lifetime_days
     return x
 
 

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from stream_app.testing.faults import FaultInjector
+from stream_app.core import Record, RecordKey
+
 from stream_app.ops.kpi_metrics import KpiCache, PortfolioCollector
 from stream_app.ops.metrics import (
     CONTENT_TYPE,
@@ -43,16 +44,19 @@ from stream_app.ops.metrics import (
     PipelineMetrics,
     Sources,
 )
-from stream_app.pipeline.observer import RecordKey
 from stream_app.ops.security import install_token_auth, is_authenticated
-from stream_app.settings import Settings
 from stream_app.ops.watchdog import Report, Watchdog
+from stream_app.pipeline.clients import redis_client
+from stream_app.read.queries import model_summary
+from stream_app.settings import Settings
+from stream_app.state.store import StateStore
+from stream_app.testing.faults import faults_for
 
 if TYPE_CHECKING:
     import faust
 
-    from stream_app.pipeline.app import Runtime
-    from stream_app.pipeline.ingest import Ingestor, Record
+    from stream_app.pipeline.ingest import Ingestor
+    from stream_app.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,8 @@ class Ops:
         self.exit = exit_fn
         self.app: faust.App | None = None
         self.watchdog = Watchdog(settings.stall_after_s, settings.watchdog_grace_s)
-        self.faults = FaultInjector(settings)
+        #: test-only fault injection: built only when a FAULT_* setting is set (else inert)
+        self.faults = faults_for(settings)
         self.outputs: CountingOutputs | None = None
         self.errors: Tally[str] = Tally()
         self._redis = redis
@@ -168,7 +173,8 @@ class Ops:
             log.error("ingestion held after an agent crash: batch from %s[%d]@%d waits for the restart",
                       r.topic, r.partition, r.offset)
             await self._held.wait()
-        await self.faults.before_batch(records)
+        if self.faults.enabled:
+            await self.faults.before_batch(records)
 
     def handled(self, records: Sequence[Record], done: Sequence[RecordKey], now: float) -> None:
         self.done(done, now)
@@ -282,8 +288,6 @@ class Ops:
     def _client(self) -> Any:
         """The Redis client for scrape-time reads (created on first use)."""
         if self._redis is None:
-            from stream_app.pipeline.app import redis_client
-
             self._redis = redis_client(self.settings)
         return self._redis
 
@@ -291,9 +295,6 @@ class Ops:
         if self.mono() - self._model_read_at < MODEL_SUMMARY_TTL_S:
             return
         self._model_read_at = self.mono()
-        from stream_app.read.queries import model_summary
-        from stream_app.state.store import StateStore
-
         try:
             self._model = await asyncio.wait_for(
                 model_summary(StateStore(self._client(), self.settings), self.settings), timeout=2.0
@@ -336,7 +337,7 @@ class Ops:
 
 def mount_ops(app: faust.App, settings: Settings, runtime: Runtime) -> Ops:
     """Wire metrics, health, the watchdog and the HTTP token into a Faust app (see the module)."""
-    ops = Ops(settings, ingestor=lambda: getattr(runtime, "_ingestor", None))  # created by the first agent
+    ops = Ops(settings, ingestor=lambda: runtime.current_ingestor)  # created by the first agent
     ops.app = app
     ops.outputs = CountingOutputs(runtime.outputs)
     runtime.outputs = ops.outputs  # the ingestor is created lazily, from these
@@ -363,5 +364,4 @@ def mount_ops(app: faust.App, settings: Settings, runtime: Runtime) -> Ops:
 
     if ops.faults.enabled:
         log.warning("FAULT INJECTION IS ON (FAULT_FREEZE_MARKER / FAULT_CRASH_MARKER): test use only")
-    app.ops = ops  # type: ignore[attr-defined]  # for tools and tests
     return ops

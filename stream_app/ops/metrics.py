@@ -36,7 +36,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from stream_app.pipeline.ingest import IngestStats, Record
+    from stream_app.pipeline.ingest import IngestStats
+    from stream_app.core import Record
     from stream_app.pipeline.scorer import ScoringStats
     from stream_app.ops.watchdog import Report
 

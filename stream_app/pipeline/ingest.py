@@ -29,61 +29,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, ParamSpec, Sequence, TypeVar
 
-from aiokafka.errors import KafkaError
-
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import BusyLoadingError
-
 from schemas import DeadLetter, format_errors
 
+from stream_app.core import HOUR_MS, STATE_LOST_HELP, TP, TRANSIENT_ERRORS, Outputs, Record, RecordKey, StateLostError
+from stream_app.model.checkpoints import ModelHolder
+from stream_app.model.learner import Learner
 from stream_app.pipeline.decoding import check_not_future, decode
 from stream_app.pipeline.observer import PipelineObserver
-from stream_app.pipeline.ordering import END_OF_TIME, TP, GroupAligner
-from stream_app.pipeline.scorer import Learner, ModelHolder, Outputs, Scorer
+from stream_app.pipeline.ordering import END_OF_TIME, GroupAligner
+from stream_app.pipeline.scorer import Scorer
 from stream_app.settings import INPUT_TOPICS, Settings
+from stream_app.state.layout import Keys
 from stream_app.state.store import SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
 
-#: Errors worth waiting out (the server is away), as opposed to bugs.
-TRANSIENT_ERRORS = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ConnectionError,
-    OSError,
-    KafkaError,
-    asyncio.TimeoutError,
-)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Record:
-    """A Kafka record as the ingestor sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    #: the partition's log-end offset when fetched (None: unknown); a partition whose records
-    #: are all handled is idle and does not hold the event-time watermark back
-    highwater: int | None = None
-    #: the record's Kafka timestamp (ms), for the processing-latency metrics (None: unknown)
-    timestamp_ms: int | None = None
-
-
-class StateLostError(RuntimeError):
-    """Redis no longer holds the state the consumer group's committed offsets build on."""
-
-
-STATE_LOST_HELP = (
-    "Nothing more will be applied. Stop all workers, run `stream-app rebuild` (it replays every "
-    "input topic from its earliest offset up to the consumer group's committed offsets into Redis, "
-    "publishing nothing again), then start the workers again."
-)
 
 
 @dataclass
@@ -99,9 +61,6 @@ class IngestStats:
 
     def total(self, name: str) -> int:
         return sum(getattr(self, name).values())
-
-
-RecordKey = tuple[str, int, int]
 
 
 class Ingestor:
@@ -123,13 +82,12 @@ class Ingestor:
         self.settings = settings
         self.outputs = outputs
         self.model = model or ModelHolder(settings)
-        self.scorer = Scorer(store, settings, outputs, self.model)
-        self.scorer.before_publish = self._epoch_unchanged
+        self.scorer = Scorer(store, settings, outputs, self.model, epoch_check=self._epoch_unchanged)
         #: the learner runs here when this process is the only one (tests, backtests); the
         #: worker runs it on the Faust leader instead
         self.learner = Learner(store, settings, outputs) if inline_learner else None
         self.stats = IngestStats()
-        self._tolerance_ms = int(settings.future_tolerance_hours * 3_600_000)
+        self._tolerance_ms = int(settings.future_tolerance_hours * HOUR_MS)
         self._stopping = False
         self._topics = [settings.topic(t) for t in INPUT_TOPICS]
         self.groups: dict[int, GroupAligner[SourcedEvent]] = {}
@@ -196,7 +154,7 @@ class Ingestor:
     async def _check_epoch(self, create: bool = False) -> None:
         """Redis restarted empty (or was flushed) under a running deployment: detect it by
         the epoch marker this worker saw, instead of silently building on a blank state."""
-        key = f"{self.settings.key_prefix}epoch"
+        key = Keys(self.settings.key_prefix).epoch
         if create and self._epoch is None:
             await self._retry(self.store.redis.set, key, f"{self.clock():.0f}", nx=True)
         current = await self._retry(self.store.redis.get, key)

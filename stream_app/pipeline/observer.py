@@ -10,13 +10,9 @@ record's Kafka timestamp (``Record.timestamp_ms``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from stream_app.pipeline.ingest import Record
-
-#: (topic, partition, offset), as ``Ingestor.handle`` and ``Ingestor.pump`` return them
-RecordKey = tuple[str, int, int]
+from stream_app.core import Record, RecordKey
 
 
 class PipelineObserver(Protocol):

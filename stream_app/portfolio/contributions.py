@@ -31,7 +31,11 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from stream_app.portfolio.periods import DAY_MS, Period, month_of
-from stream_app.state.store import RawCustomerState
+from stream_app.core import RawCustomerState
+from stream_app.state import layout
+
+#: the main hash's day buckets read here: surveys, billing, MRR change points
+_BUCKETS = layout.SURVEY_DAY + layout.BILLING_DAY + layout.MRR_POINT_DAY
 
 #: What one record contributes to the sums (names of the sums hash fields, after ``<group>:``).
 FIELDS: tuple[str, ...] = (
@@ -279,12 +283,12 @@ def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
     mact: dict[int, bool] = {}
     surveys: list[tuple[int, str]] = []
     for f, val in main.items():
-        k = f[0]
-        if k in "sbm" and f[1:].isdigit():
+        k = f[:1]
+        if k and k in _BUCKETS and f[1:].isdigit():
             d = int(f[1:])
-            if k == "s":
+            if k == layout.SURVEY_DAY:
                 surveys.append((d, val))
-            elif k == "b":
+            elif k == layout.BILLING_DAY:
                 sub[d] = _vec(val, 6)
             else:
                 ts, cents, *flag = val.split(",")  # "ts,cents[,active]" (older points: no flag)
@@ -297,7 +301,8 @@ def _scan(raw: RawCustomerState) -> tuple[_Timeline, list[tuple[int, str]]]:
         return int(v) if v is not None else None
 
     tl = _Timeline(
-        st=main.get("st"), sts=opt("sts"), mrr=opt("mrr") or 0, start=opt("start"), cts=opt("cts"),
+        st=main.get(layout.STATUS), sts=opt(layout.STATUS_SINCE), mrr=opt(layout.MRR) or 0, start=opt(layout.STARTED),
+        cts=opt(layout.CANCELLED_AT),
         sub_days=sorted(sub), sub=sub, mdays=sorted(mpts), mpts=mpts, mact=mact,
     )
     return tl, surveys
@@ -309,7 +314,7 @@ def timeline_of(raw: RawCustomerState) -> _Timeline:
 
 def signup_month(raw: RawCustomerState) -> int | None:
     """Month of the customer's first `started` event (its cohort), if any."""
-    start = raw.main.get("start")
+    start = raw.main.get(layout.STARTED)
     return month_of(int(start)) if start is not None else None
 
 

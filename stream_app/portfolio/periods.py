@@ -21,7 +21,8 @@ from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Literal
 
-DAY_MS = 86_400_000
+from stream_app.core import DAY_MS
+
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 PeriodKind = Literal["month", "quarter"]

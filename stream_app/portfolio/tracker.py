@@ -54,7 +54,7 @@ from stream_app.scoring.scorecard import HealthResult
 from stream_app.portfolio.segment_days import DailySegments
 from stream_app.portfolio.segments import SegmentInfo, segment_features
 from stream_app.settings import Settings
-from stream_app.state.store import RawCustomerState
+from stream_app.core import RawCustomerState
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ import orjson
 from pydantic import BaseModel
 
 from stream_app.scoring.aggregates import CustomerAggregates, compute_aggregates
-from stream_app.scoring.changes import load_last_change
-from stream_app.pipeline.scorer import score_history, trend
+from stream_app.state.codec import load_last_change
+from stream_app.state.codec import score_history
+from stream_app.scoring.alerts import trend
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
 

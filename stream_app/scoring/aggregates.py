@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from stream_app.state.store import RawCustomerState
+from stream_app.core import DAY_MS, RawCustomerState
+from stream_app.state import layout
 
-DAY_MS = 86_400_000
 
 
 def day_of(ts_ms: int) -> int:
@@ -118,6 +118,10 @@ class CustomerAggregates(BaseModel):
     windows: dict[str, WindowAggregates]
 
 
+#: the main hash's day buckets summed per window
+_BUCKETS = layout.TICKET_DAY + layout.SURVEY_DAY + layout.BILLING_DAY
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -129,22 +133,23 @@ class _Parsed:
 
     def __init__(self, raw: RawCustomerState) -> None:
         main = raw.main
-        n_slots = int(main.get("na", "0"))
-        self.slot_names = [main.get(f"a{i}", f"slot{i}") for i in range(n_slots)]
+        n_slots = int(main.get(layout.ACTION_SLOTS, "0"))
+        self.slot_names = [main.get(layout.slot_name_field(i), f"slot{i}") for i in range(n_slots)]
         self.activity = [(int(d), _vec(v, 2 + n_slots)) for d, v in raw.days.items()]
-        self.seen = [(m[0] == "u", int(d)) for m, d in raw.seen.items()]
+        self.seen = [(layout.is_user(m), int(d)) for m, d in raw.seen.items()]
         self.tickets: list[tuple[int, list[int]]] = []
         self.surveys: list[tuple[int, list[int]]] = []
         self.billing: list[tuple[int, list[int]]] = []
         for f, val in main.items():
-            kind = f[0]
-            if kind in "tsb" and f[1:].lstrip("-").isdigit():  # days before 1970 are negative
-                if kind == "t":
-                    self.tickets.append((int(f[1:]), _vec(val, 8)))
-                elif kind == "s":
-                    self.surveys.append((int(f[1:]), _vec(val, 10)))
+            bucket = layout.day_bucket(f, _BUCKETS)
+            if bucket is not None:
+                kind, day = bucket
+                if kind == layout.TICKET_DAY:
+                    self.tickets.append((day, _vec(val, 8)))
+                elif kind == layout.SURVEY_DAY:
+                    self.surveys.append((day, _vec(val, 10)))
                 else:
-                    self.billing.append((int(f[1:]), _vec(val, 6)))
+                    self.billing.append((day, _vec(val, 6)))
 
 
 def compute_window(raw: RawCustomerState | _Parsed, now_ms: int, window: int) -> WindowAggregates:
@@ -243,11 +248,12 @@ def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
     before: tuple[int, int] | None = None
     first_inside: tuple[int, int] | None = None
     for f, val in main.items():
-        if f[0] != "m" or not f[1:].lstrip("-").isdigit():
+        bucket = layout.day_bucket(f, layout.MRR_POINT_DAY)
+        if bucket is None:
             continue
         ts_s, cents_s, *_ = val.split(",")  # "ts,cents[,active]"
         point = (int(ts_s), int(cents_s))
-        if int(f[1:]) < start_day:
+        if bucket[1] < start_day:
             if before is None or point[0] > before[0]:
                 before = point
         elif first_inside is None or point[0] < first_inside[0]:
@@ -264,12 +270,12 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
         v = main.get(key)
         return int(v) if v is not None else None
 
-    last_ts = opt_int("lts")
+    last_ts = opt_int(layout.LAST_EVENT)
     now = now_ms if now_ms is not None else last_ts
-    lact = opt_int("lact")
-    start = opt_int("start")
-    first_seen = opt_int("fs")
-    mrr_cents = opt_int("mrr")
+    lact = opt_int(layout.LAST_ACTIVITY)
+    start = opt_int(layout.STARTED)
+    first_seen = opt_int(layout.FIRST_SEEN)
+    mrr_cents = opt_int(layout.MRR)
     longest = max(windows_days)
     windows: dict[str, WindowAggregates] = {}
     if now is not None:
@@ -280,7 +286,7 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
         if base is not None:
             mrr_change = round((mrr_cents - base) / 100, 2)
     tenure_from = start if start is not None else first_seen
-    last_nps = opt_int("npsl")
+    last_nps = opt_int(layout.LAST_NPS)
     return CustomerAggregates.model_construct(
         customer_id=raw.customer_id,
         as_of=_ms_to_dt(now),
@@ -288,18 +294,18 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
         last_event=_ms_to_dt(last_ts),
         last_activity=_ms_to_dt(lact),
         days_since_last_activity=max(0.0, round((now - lact) / DAY_MS, 3)) if (now is not None and lact is not None) else None,
-        events_applied=int(main.get("n", "0")),
-        duplicates_ignored=int(main.get("dup", "0")),
-        subscription_status=main.get("st"),
-        plan=main.get("plan"),
+        events_applied=int(main.get(layout.EVENTS, "0")),
+        duplicates_ignored=int(main.get(layout.DUPLICATES, "0")),
+        subscription_status=main.get(layout.STATUS),
+        plan=main.get(layout.PLAN),
         mrr=round(mrr_cents / 100, 2) if mrr_cents is not None else None,
         mrr_change=mrr_change,
         mrr_change_window_days=longest,
         tenure_days=round((now - tenure_from) / DAY_MS, 3) if (now is not None and tenure_from is not None) else None,
-        cancelled_at=_ms_to_dt(opt_int("cts")) if main.get("st") == "cancelled" else None,
-        open_tickets=int(main.get("on", "0")),
-        open_ticket_load=int(main.get("ow", "0")),
+        cancelled_at=_ms_to_dt(opt_int(layout.CANCELLED_AT)) if main.get(layout.STATUS) == "cancelled" else None,
+        open_tickets=int(main.get(layout.OPEN_TICKETS, "0")),
+        open_ticket_load=int(main.get(layout.OPEN_TICKET_LOAD, "0")),
         last_nps=last_nps,
-        last_nps_at=_ms_to_dt(opt_int("npst")),
+        last_nps_at=_ms_to_dt(opt_int(layout.LAST_NPS_AT)),
         windows=windows,
     )

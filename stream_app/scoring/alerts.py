@@ -31,9 +31,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas import Alert, Reason
+from schemas import Alert, Reason, SurveyEvent, TicketEvent
 
-DAY_MS = 86_400_000
+from stream_app.core import DAY_MS
+
 Kind = Literal["churn_risk", "health_drop", "band_change", "detractor", "escalation"]
 BAND_RANK = {"green": 0, "yellow": 1, "red": 2}
 
@@ -164,3 +165,22 @@ def evaluate(
             raise_("escalation", "critical" if band == "red" else "warning",
                    [Reason(factor=t.label, value=t.value, impact=-1.0)], at_ms=t.ts_ms)
     return out, st
+
+
+def triggers_of(event: object) -> Trigger | None:
+    """The alert an input event can raise by itself, if any."""
+    if isinstance(event, SurveyEvent) and event.survey == "nps" and event.score <= 6:
+        return Trigger(kind="detractor", ts_ms=event.ts_ms, value=event.score, label="nps_answer")
+    if isinstance(event, TicketEvent) and (
+        event.status == "reopened" or (event.priority == "urgent" and event.status in ("opened", "updated"))
+    ):
+        return Trigger(kind="escalation", ts_ms=event.ts_ms, value=1.0, label=f"ticket_{event.status}_{event.priority}")
+    return None
+
+
+def trend(history: dict[int, float], today: int, score: float, days: int) -> float | None:
+    """Score change over ``days`` of event time: now minus the latest score at least that old."""
+    past = [d for d in history if d <= today - days]
+    if not past:
+        return None
+    return round(score - history[max(past)], 2)

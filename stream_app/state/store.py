@@ -1,16 +1,7 @@
-"""Per-customer rolling state in Redis: keys, the atomic update, progress bookkeeping.
+"""Per-customer rolling state in Redis: the atomic update, the reads, progress bookkeeping.
 
-Layout (every key of one customer shares one hash tag, so one customer's update is a
-single-slot Lua script and the layout works unchanged on Redis Cluster):
-
-    {prefix}c:{<tag>}        hash  scalars + sparse ticket/survey/billing day buckets
-    {prefix}c:{<tag>}:d      hash  activity day buckets
-    {prefix}c:{<tag>}:x      hash  last-seen day per user / feature
-    {prefix}c:{<tag>}:k      hash  tickets (state, opened, last, weight)
-    {prefix}c:{<tag>}:e      hash  event_id digests per day (de-duplication)
-    {prefix}c:{<tag>}:l      hash  pending label snapshots (day -> frozen model features)
-    {prefix}p:{<topic>}:<n>  hash  partition progress: handled offset, newest event time
-    {prefix}wm               string newest event time applied anywhere (read-side "now")
+Key and field names: :mod:`stream_app.state.layout`; what is encoded how:
+:mod:`stream_app.state.codec`.
 
 Exactly-once effects: each customer's batch is applied by one Lua script that also checks
 and records, atomically, the source (partition, offset) per topic and the event_id digest.
@@ -21,10 +12,8 @@ one by its event_id, so neither is counted twice.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
@@ -32,77 +21,17 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from schemas import ActivityEvent, InputEvent, SubscriptionEvent, SurveyEvent, TicketEvent
+from schemas import InputEvent
 
+from stream_app.core import DAY_MS, RawCustomerState, text
 from stream_app.settings import Settings
+from stream_app.state import layout
+from stream_app.state.codec import ScoreSave, encode_for_script
+from stream_app.state.layout import CustomerKeys, Keys
 
 log = logging.getLogger(__name__)
 
 APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
-_KIND = {ActivityEvent: "a", TicketEvent: "t", SurveyEvent: "s", SubscriptionEvent: "b"}
-#: Names longer than this are stored as prefix + digest: Redis keeps a hash compact
-#: (listpack) only while every field and value is <= 64 bytes.
-_MAX_NAME = 40
-
-
-def digest(value: str, nbytes: int) -> str:
-    """Short, fixed-width, URL-safe digest of a string (``4*nbytes/3`` chars).
-
-    >>> len(digest("evt-1", 9)), digest("evt-1", 9) == digest("evt-1", 9)
-    (12, True)
-    """
-    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=nbytes).digest()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def compact_name(name: str) -> str:
-    """A bounded-length, comma-free name for use as a hash field.
-
-    >>> compact_name("login")
-    'login'
-    >>> len(compact_name("x" * 100))
-    33
-    """
-    if len(name) <= _MAX_NAME and "," not in name:
-        return name
-    return name[:24].replace(",", "_") + "~" + digest(name, 6)
-
-
-def hash_tag(customer_id: str) -> str:
-    """Customer id escaped so it can sit inside a ``{...}`` Redis Cluster hash tag.
-
-    Any content is safe: braces (which would end the tag early) and the escape character
-    itself are percent-encoded, so the mapping is injective.
-
-    >>> hash_tag("acme}{1%")
-    'acme%7D%7B1%25'
-    """
-    return customer_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-
-
-@dataclass(frozen=True)
-class CustomerKeys:
-    """The Redis keys of one customer's state."""
-
-    main: str
-    days: str
-    seen: str
-    tickets: str
-    dedupe: str
-    snapshots: str
-    outbox: str
-
-    @classmethod
-    def for_customer(cls, prefix: str, customer_id: str) -> "CustomerKeys":
-        base = f"{prefix}c:{{{hash_tag(customer_id)}}}"
-        return cls(base, f"{base}:d", f"{base}:x", f"{base}:k", f"{base}:e", f"{base}:l", f"{base}:o")
-
-    def script_keys(self) -> list[str]:
-        """The keys ``apply_events.lua`` takes, in its order."""
-        return [self.main, self.days, self.seen, self.tickets, self.dedupe, self.snapshots, self.outbox]
-
-    def all(self) -> list[str]:
-        return self.script_keys()
 
 
 @dataclass(frozen=True)
@@ -114,53 +43,9 @@ class SourcedEvent:
     partition: int
     offset: int
 
-
-def encode_for_script(se: SourcedEvent, priority_weights: dict[str, int]) -> list[Any]:
-    """The compact tuple the Lua script reads (see ``lua/apply_events.lua``)."""
-    e = se.event
-    # 48-bit digests: compared only within one customer's day, a false match needs two of
-    # its ~10^2 ids that day to collide (p ~ 10^-11), and they cost 8 bytes each.
-    head: list[Any] = [_KIND[type(e)], se.partition, se.offset, digest(e.event_id, 6), e.ts_ms]
-    if isinstance(e, ActivityEvent):
-        return head + [
-            compact_name(e.action),
-            digest(e.user_id, 6) if e.user_id else "",
-            compact_name(e.feature) if e.feature else "",
-            int(round(e.duration_s)) if e.duration_s is not None else 0,
-            e.count,
-        ]
-    if isinstance(e, TicketEvent):
-        return head + [
-            digest(e.ticket_id, 6),
-            e.status,
-            priority_weights[e.priority],
-            int(round(e.sentiment * 1000)) if e.sentiment is not None else False,
-        ]
-    if isinstance(e, SurveyEvent):
-        return head + [e.survey, int(round(e.score * 1000))]
-    if isinstance(e, SubscriptionEvent):
-        return head + [e.status, int(round(e.mrr * 100)), compact_name(e.plan) if e.plan else ""]
-    raise TypeError(f"not an input event: {type(e).__name__}")
-
-
-@dataclass
-class RawCustomerState:
-    """Everything Redis holds for one customer, as strings (input to ``aggregates``)."""
-
-    customer_id: str
-    main: dict[str, str] = field(default_factory=dict)
-    days: dict[str, str] = field(default_factory=dict)
-    seen: dict[str, str] = field(default_factory=dict)
-    tickets: dict[str, str] = field(default_factory=dict)
-    dedupe_days: int = 0
-
-    @property
-    def exists(self) -> bool:
-        return bool(self.main)
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+    def for_script(self, priority_weights: dict[str, int]) -> list[Any]:
+        """The compact tuple the Lua script reads."""
+        return encode_for_script(self.event, self.partition, self.offset, priority_weights)
 
 
 def _pairs(flat: Sequence[bytes | str]) -> dict[str, str]:
@@ -181,6 +66,7 @@ class StateStore:
         self.redis = redis
         self.settings = settings
         self.prefix = settings.key_prefix
+        self.names = Keys(self.prefix)
         self._script_src = resources.files("stream_app.state").joinpath("lua/apply_events.lua").read_text()
         self._sha: str | None = None
         self._static_argv = [
@@ -191,10 +77,10 @@ class StateStore:
             settings.max_open_tickets,
             settings.max_tracked_users,
         ]
-        self._retention_ms = settings.retention_days * 86_400_000
+        self._retention_ms = settings.retention_days * DAY_MS
 
     def keys(self, customer_id: str) -> CustomerKeys:
-        return CustomerKeys.for_customer(self.prefix, customer_id)
+        return self.names.customer(customer_id)
 
     async def _load_script(self) -> str:
         if self._sha is None:
@@ -216,7 +102,7 @@ class StateStore:
         weights = self.settings.priority_weights
         calls = []
         for cid, idx in groups.items():
-            payload = orjson.dumps([encode_for_script(events[i], weights) for i in idx])
+            payload = orjson.dumps([events[i].for_script(weights) for i in idx])
             calls.append((self.keys(cid).script_keys(), payload))
         # newest event time applied anywhere (the read side's "now"), in the same round trip
         newest = max(se.event.ts_ms for se in events)
@@ -235,7 +121,7 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=False)
         for keys, payload in calls:
             pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload, b"", self._retention_ms)
-        pipe.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest_ms)  # a monotone max: safe to repeat
+        pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
         results = await pipe.execute(raise_on_error=False)
         for r in results:
             if isinstance(r, Exception):  # NoScriptError included: the caller reloads the script
@@ -243,7 +129,7 @@ class StateStore:
         return results[:-1]
 
     async def apply_and_read(
-        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]],
+        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]],
         before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (), read: bool = True,
     ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
         """One scoring round, one round trip: ``before`` (index updates that must precede the
@@ -259,7 +145,7 @@ class StateStore:
             return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of, read)
 
     async def _apply_and_read(
-        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], bytes]], weights: dict[str, int],
+        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]], weights: dict[str, int],
         before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str], read: bool,
     ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
         pipe = self.redis.pipeline(transaction=False)
@@ -270,13 +156,14 @@ class StateStore:
         newest = -1
         for cid, events, save in calls:
             k = self.keys(cid)
-            payload = orjson.dumps([encode_for_script(se, weights) for se in events])
-            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload, save, self._retention_ms,
+            payload = orjson.dumps([se.for_script(weights) for se in events])
+            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload,
+                         save.encode() if save is not None else b"", self._retention_ms,
                          b"1" if read else b"")
             for se in events:
                 newest = max(newest, se.event.ts_ms)
         if newest >= 0:
-            pipe.eval(_MAX_SCRIPT, 1, f"{self.prefix}wm", newest)
+            pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest)
         res = await pipe.execute(raise_on_error=False)
         for r in res:
             if isinstance(r, Exception):
@@ -298,10 +185,10 @@ class StateStore:
         watermark waits for it (unless it is empty)."""
         key = self._progress_key(topic, partition)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hsetnx(key, "off", -1)
-        pipe.hsetnx(key, "wm", -1)
-        pipe.hsetnx(key, "lw", -1)
-        pipe.hsetnx(key, "idle", int(idle))
+        pipe.hsetnx(key, layout.PROGRESS_OFFSET, -1)
+        pipe.hsetnx(key, layout.PROGRESS_NEWEST, -1)
+        pipe.hsetnx(key, layout.PROGRESS_LOW, -1)
+        pipe.hsetnx(key, layout.PROGRESS_IDLE, int(idle))
         await pipe.execute()
 
     async def progress_watermark(self, parts: Sequence[tuple[str, int]]) -> int | None:
@@ -310,7 +197,7 @@ class StateStore:
         with no progress at all is ignored. If all are idle: the newest of them."""
         pipe = self.redis.pipeline(transaction=False)
         for topic, p in parts:
-            pipe.hmget(self._progress_key(topic, p), "off", "lw", "idle")
+            pipe.hmget(self._progress_key(topic, p), layout.PROGRESS_OFFSET, layout.PROGRESS_LOW, layout.PROGRESS_IDLE)
         busy: list[int] = []
         idle: list[int] = []
         for off, lw, is_idle in await pipe.execute():
@@ -321,12 +208,13 @@ class StateStore:
         if busy:
             return min(busy)
         return max(idle) if idle else None
+
     def _progress_key(self, topic: str, partition: int) -> str:
-        return f"{self.prefix}p:{{{hash_tag(topic)}}}:{partition}"
+        return self.names.progress(topic, partition)
 
     async def get_progress(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(highest handled offset, newest event time ms) of a partition, if recorded."""
-        raw = await self.redis.hmget(self._progress_key(topic, partition), "off", "wm")
+        raw = await self.redis.hmget(self._progress_key(topic, partition), layout.PROGRESS_OFFSET, layout.PROGRESS_NEWEST)
         if raw[0] is None:
             return None
         return int(raw[0]), int(raw[1] or -1)
@@ -341,6 +229,7 @@ class StateStore:
         await self.redis.eval(
             _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up),
             newest_ms if low_ms is None else low_ms,
+            layout.PROGRESS_OFFSET, layout.PROGRESS_NEWEST, layout.PROGRESS_IDLE, layout.PROGRESS_LOW,
         )
 
     async def handled(self, topics: list[str], partitions: int) -> int:
@@ -349,11 +238,11 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=False)
         for topic in topics:
             for p in range(partitions):
-                pipe.hget(self._progress_key(topic, p), "off")
+                pipe.hget(self._progress_key(topic, p), layout.PROGRESS_OFFSET)
         return sum(int(off) + 1 for off in await pipe.execute() if off is not None)
 
     async def watermark(self) -> int | None:
-        raw = await self.redis.get(f"{self.prefix}wm")
+        raw = await self.redis.get(self.names.watermark)
         return int(raw) if raw is not None else None
 
     # --- reads ----------------------------------------------------------------------------
@@ -381,7 +270,7 @@ class StateStore:
         main, days, seen, tickets, ndedupe = reads
 
         def conv(d: dict[Any, Any]) -> dict[str, str]:
-            return {_s(a): _s(b) for a, b in d.items()}
+            return {text(a): text(b) for a, b in d.items()}
 
         return RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe))
 
@@ -396,11 +285,10 @@ class StateStore:
     async def customer_ids(self, count: int = 1000) -> list[str]:
         """Customer ids present in Redis (SCAN; for tools and tests, not the hot path)."""
         out: list[str] = []
-        async for key in self.redis.scan_iter(match=f"{self.prefix}c:*", count=1000):
-            k = _s(key)
+        async for key in self.redis.scan_iter(match=layout.customer_pattern(self.prefix), count=1000):
+            k = text(key)
             if k.endswith("}"):
-                tag = k[len(self.prefix) + 3 : -1]
-                out.append(tag.replace("%7D", "}").replace("%7B", "{").replace("%25", "%"))
+                out.append(layout.customer_of_main_key(self.prefix, k))
                 if len(out) >= count:
                     break
         return out
@@ -412,17 +300,20 @@ if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 """
 
+#: ARGV: offset, newest event time, idle, low watermark; then the field names (layout):
+#: offset, newest, idle, low
 _PROGRESS_SCRIPT = """
-if redis.call('HEXISTS', KEYS[1], 'off') == 0 then redis.call('HSET', KEYS[1], 'off', -1) end
-local cur = tonumber(redis.call('HGET', KEYS[1], 'off'))
+local OFF, NEWEST, IDLE, LOW = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('HEXISTS', KEYS[1], OFF) == 0 then redis.call('HSET', KEYS[1], OFF, -1) end
+local cur = tonumber(redis.call('HGET', KEYS[1], OFF))
 if tonumber(ARGV[1]) > cur then
-  redis.call('HSET', KEYS[1], 'off', ARGV[1])
-  local wm = tonumber(redis.call('HGET', KEYS[1], 'wm') or '-1')
-  if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[1], 'wm', ARGV[2]) end
+  redis.call('HSET', KEYS[1], OFF, ARGV[1])
+  local wm = tonumber(redis.call('HGET', KEYS[1], NEWEST) or '-1')
+  if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[1], NEWEST, ARGV[2]) end
 end
-if tonumber(ARGV[1]) >= cur then redis.call('HSET', KEYS[1], 'idle', ARGV[3]) end
-local lw = tonumber(redis.call('HGET', KEYS[1], 'lw') or '-1')
-if tonumber(ARGV[4]) > lw then redis.call('HSET', KEYS[1], 'lw', ARGV[4]) end
+if tonumber(ARGV[1]) >= cur then redis.call('HSET', KEYS[1], IDLE, ARGV[3]) end
+local lw = tonumber(redis.call('HGET', KEYS[1], LOW) or '-1')
+if tonumber(ARGV[4]) > lw then redis.call('HSET', KEYS[1], LOW, ARGV[4]) end
 return 1
 """
 

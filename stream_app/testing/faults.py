@@ -6,6 +6,9 @@ record whose raw value contains ``FAULT_FREEZE_MARKER`` blocks its agent forever
 the worker keeps running: other agents, the watchdog, /health, /metrics), and one containing
 ``FAULT_CRASH_MARKER`` raises out of the agent. Both settings are unset in production; the
 worker logs a warning at start-up when either is set.
+
+Nothing of it runs unless one is set: :func:`faults_for` returns an inert stand-in otherwise, and
+the observer calls ``before_batch`` only when ``enabled``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from stream_app.pipeline.ingest import Record
+from stream_app.core import Record
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,3 +55,19 @@ class FaultInjector:
         if hit is not None:
             log.warning("fault injection: freezing the agent at %s[%d]@%d", hit.topic, hit.partition, hit.offset)
             await self._never.wait()  # cancelled at shutdown, never set
+
+
+class NoFaults:
+    """The stand-in when no fault is asked for: never enabled, never called per batch."""
+
+    enabled = False
+
+    async def before_batch(self, records: Sequence[Record]) -> None:  # pragma: no cover - never called
+        return None
+
+
+def faults_for(settings: Settings) -> FaultInjector | NoFaults:
+    """A fault injector when ``FAULT_FREEZE_MARKER`` or ``FAULT_CRASH_MARKER`` is set, else ``NoFaults``."""
+    if settings.fault_freeze_marker or settings.fault_crash_marker:
+        return FaultInjector(settings)
+    return NoFaults()

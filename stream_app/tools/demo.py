@@ -242,7 +242,7 @@ async def ensure_dashboard(settings: Settings, status: DashboardStatus, worker_g
 
 async def _live(settings: Settings, customers: int, days: int, speed: float, duration: float | None,
                 worker: subprocess.Popen[bytes], worker_log: Path) -> int:
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     from stream_app.read.queries import riskiest
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from schemas import Alert, DeadLetter, ScoreSnapshot
 
-from stream_app.pipeline.ingest import Ingestor, Record
+from stream_app.pipeline.ingest import Ingestor
+from stream_app.core import Record
 from stream_app.settings import INPUT_TOPICS, Settings
 from stream_app.state.store import StateStore
 

@@ -217,7 +217,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 # --- application -------------------------------------------------------------------------------
 async def _startup(app: web.Application) -> None:
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     settings = app[SETTINGS]
     app[STORE] = StateStore(redis_client(settings), settings)

@@ -64,7 +64,8 @@ from stream_app.model.evaluation import (
     threshold_table,
     top_decile_lift,
 )
-from stream_app.pipeline.ingest import Ingestor, Record
+from stream_app.pipeline.ingest import Ingestor
+from stream_app.core import Record
 from stream_app.tools.replay import route
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
@@ -841,7 +842,7 @@ def run_sync(path: str | Path, settings: Settings, *, customers_limit: int | Non
              on_progress: Callable[[int], None] | None = None,
              on_scanned: Callable[[History], None] | None = None) -> RunResult:
     """Run against the configured Redis (``REDIS_URL``; else the local server, else an embedded one)."""
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.tools.embedded import EmbeddedRedis, redis_reachable
 
     embedded = None

@@ -143,7 +143,7 @@ def rebuild(yes: bool) -> None:
 
 def _with_store(settings: Settings, fn: Any) -> Any:
     """Run ``await fn(store)`` against the configured Redis."""
-    from stream_app.pipeline.app import redis_client
+    from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
 
     from redis.exceptions import RedisError

@@ -58,6 +58,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from stream_app.core import DAY_MS, HOUR_MS, MINUTE_MS
+
 __all__ = [
     "TOPICS",
     "FEATURES",
@@ -71,9 +73,6 @@ __all__ = [
     "main",
 ]
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
-MINUTE_MS = 60_000
 
 #: Logical topic names (the Kafka topics are ``cs.<name>`` by default).
 TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
