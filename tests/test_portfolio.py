@@ -21,7 +21,8 @@ from stream_app.core import Record
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.portfolio.lifecycle import STAGES
 from stream_app.portfolio.periods import Period, month_of, parse_label
-from stream_app.portfolio.tracker import PortfolioTracker, read_meta
+from stream_app.portfolio.reports import read_meta
+from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.portfolio.segments import FEATURES
 from stream_app.settings import Settings
 from stream_app.tools.simulator.engine import SimConfig, Simulator

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from stream_app.portfolio.cohorts import CohortRow
 from stream_app.portfolio.kpis import Kpis
+from stream_app.portfolio.tracker import PortfolioTracker
 
 #: metric name (after the namespace) -> (Kpis attribute, help)
 GAUGES: dict[str, tuple[str, str]] = {
@@ -120,8 +121,6 @@ class KpiCache:
 
     def __init__(self, settings: Any, ttl_s: float = 5.0, months: int = 3,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from stream_app.portfolio.tracker import PortfolioTracker
-
         self.tracker = PortfolioTracker(settings)
         self.ttl_s, self.months = ttl_s, months
         self.enabled = bool(settings.portfolio_enabled)

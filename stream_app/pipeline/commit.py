@@ -34,7 +34,8 @@ from typing import Any
 from schemas import Alert, ScoreSnapshot
 
 from stream_app.core import Outputs
-from stream_app.portfolio.tracker import PortfolioItem, PortfolioTracker, ReplayedObservation
+from stream_app.portfolio.assess import PortfolioItem, ReplayedObservation
+from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.state.codec import ScoreSave
 from stream_app.state.store import StateStore
 

@@ -18,7 +18,7 @@ from stream_app.model.churn import ChurnModel
 from stream_app.model.features import LEVEL_FEATURE, behaviour_features, encode_features, features_from
 from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import encode_observation
-from stream_app.portfolio.tracker import PortfolioItem, PortfolioTracker, encode_scoring
+from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem, encode_scoring
 from stream_app.scoring.aggregates import compute_aggregates
 from stream_app.scoring.alerts import AlertConfig, Trigger, evaluate
 from stream_app.scoring.changes import ChangeTracker
@@ -43,7 +43,7 @@ class ScoreRules:
     scorecard: Scorecard
     alerts: AlertConfig
     #: the portfolio's pure side (lifecycle stage, segmentation input, month facts)
-    portfolio: PortfolioTracker
+    portfolio: PortfolioAssessor
     windows_days: list[int]
     score_publish_delta: float
     change_explain_delta: float
@@ -52,7 +52,7 @@ class ScoreRules:
     portfolio_enabled: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings, portfolio: PortfolioTracker) -> ScoreRules:
+    def from_settings(cls, settings: Settings, portfolio: PortfolioAssessor) -> ScoreRules:
         return cls(
             scorecard=Scorecard(settings.scorecard()),
             alerts=AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit),

@@ -33,7 +33,8 @@ from stream_app.pipeline.ordering import Pending
 from stream_app.pipeline.score import ScoreRules, Scored, score_one
 from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import decode_observation
-from stream_app.portfolio.tracker import PortfolioTracker, decode_scoring
+from stream_app.portfolio.assess import decode_scoring
+from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.scoring.alerts import Trigger, triggers_of
 from stream_app.settings import Settings
 from stream_app.state.codec import OutboxEntry, ScoreSave, saved_order

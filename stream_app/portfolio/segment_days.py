@@ -29,7 +29,8 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any
 
-from stream_app.portfolio.periods import DAY_MS
+from stream_app.core import DAY_MS, text
+from stream_app.state.layout import Keys, PortfolioKeys
 from stream_app.portfolio.segments import FEATURES, SegmentConfig, SegmentModel
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 KEEP_DAYS = 14
 #: in-memory snapshots (one per learnt day): enough to assign the days still being scored
 _SNAPSHOTS = 64
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def encode_observation(k: int, features: dict[str, float]) -> str:
@@ -58,14 +55,14 @@ def decode_observation(text: str) -> tuple[int, dict[str, float]]:
 class DailySegments:
     """Learns the segmentation day by day from Redis and assigns with the pinned model."""
 
-    def __init__(self, prefix: str, base: str, cfg: SegmentConfig, lag_days: int) -> None:
+    def __init__(self, names: Keys, keys: PortfolioKeys, cfg: SegmentConfig, lag_days: int) -> None:
         self.cfg = cfg
         self.lag = lag_days
-        self.base = base
-        self.k_through = f"{prefix}model:through"
-        self.k_origin = f"{base}:seg:origin"
-        self.k_days = f"{base}:seg:days"
-        self.k_obs_days = f"{base}:seg:obsdays"  # days with observations (zset; the first fixes the origin)
+        self.keys = keys
+        self.k_through = names.model_through
+        self.k_origin = keys.seg_origin
+        self.k_days = keys.seg_days
+        self.k_obs_days = keys.seg_obs_days  # days with observations (zset; the first fixes the origin)
         self.through: int | None = None  # last day learnt (in this process)
         self.model = SegmentModel(cfg)
         self._days: list[int] = []
@@ -76,10 +73,10 @@ class DailySegments:
         self._stored: dict[int, set[str]] = {}
 
     def k_obs(self, day: int) -> str:
-        return f"{self.base}:obs:{day}"
+        return self.keys.obs(day)
 
     def k_blob(self, day: int) -> str:
-        return f"{self.base}:seg:blob:{day}"
+        return self.keys.seg_blob(day)
 
     async def observe(self, redis: Any, observations: Iterable[tuple[int, str, dict[str, float]]]) -> None:
         """Store ``(order time, customer id, features)`` of active customers' scorings; the
@@ -118,16 +115,16 @@ class DailySegments:
             origin = await redis.get(self.k_origin)
             if origin is None:
                 first = await redis.zrange(self.k_obs_days, 0, 0)
-                if not first or int(_s(first[0])) > complete:
+                if not first or int(text(first[0])) > complete:
                     return 0
-                await redis.set(self.k_origin, int(_s(first[0])) - 1, nx=True)
+                await redis.set(self.k_origin, int(text(first[0])) - 1, nx=True)
                 origin = await redis.get(self.k_origin)
-            self._origin = int(_s(origin))
+            self._origin = int(text(origin))
         if self.through is None:
             # a (re)started worker: the newest checkpoints, oldest first, enough to assign the
             # days still being scored (day d needs the model through d - lag - 1)
             got = await redis.zrevrangebyscore(self.k_days, complete, "-inf", start=0, num=self.lag + 3)
-            days = sorted(int(_s(g)) for g in got)
+            days = sorted(int(text(g)) for g in got)
             blobs = await redis.mget([self.k_blob(d) for d in days]) if days else []
             for day, blob in zip(days, blobs):
                 if blob is not None:
@@ -142,7 +139,7 @@ class DailySegments:
         # a day without observations leaves the model as it is: no checkpoint, nothing to
         # learn (a stray event years old would otherwise make every worker walk those years
         # day by day); ``model_for`` serves such a day the checkpoint before it
-        days = [int(_s(d)) for d in await redis.zrangebyscore(
+        days = [int(text(d)) for d in await redis.zrangebyscore(
             self.k_obs_days, self.through + 1, complete, start=0, num=max_days)]
         pipe = redis.pipeline(transaction=False)
         for day in days:
@@ -155,7 +152,7 @@ class DailySegments:
             if blob is not None:  # another worker learnt it: the same model
                 self.model = SegmentModel.from_bytes(blob, self.cfg)
             else:
-                decoded = sorted((decode_observation(_s(v)) + (_s(c),) for c, v in obs.items()),
+                decoded = sorted((decode_observation(text(v)) + (text(c),) for c, v in obs.items()),
                                  key=lambda o: (o[0], o[2]))
                 for _, features, _ in decoded:
                     self.model.assign(features, learn=True)
@@ -187,8 +184,8 @@ class DailySegments:
         reads.zrangebyscore(self.k_days, "-inf", f"({old}")
         reads.zrangebyscore(self.k_obs_days, "-inf", f"({old}")
         stale, obs_days = await reads.execute()
-        keys = [self.k_blob(int(_s(d))) for d in stale[:-1]]
-        keys += [self.k_obs(int(_s(d))) for d in obs_days]
+        keys = [self.k_blob(int(text(d))) for d in stale[:-1]]
+        keys += [self.k_obs(int(text(d))) for d in obs_days]
         if not keys:
             return
         pipe = redis.pipeline(transaction=False)
@@ -215,5 +212,5 @@ class DailySegments:
     async def latest(self, redis: Any) -> SegmentModel:
         """The newest checkpoint (read side)."""
         got = await redis.zrevrange(self.k_days, 0, 0)
-        blob = await redis.get(self.k_blob(int(_s(got[0])))) if got else None
+        blob = await redis.get(self.k_blob(int(text(got[0])))) if got else None
         return SegmentModel.from_bytes(blob, self.cfg) if blob is not None else SegmentModel(self.cfg)

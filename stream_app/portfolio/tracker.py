@@ -37,90 +37,39 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
 import orjson
 
-from stream_app.scoring.aggregates import CustomerAggregates
-from stream_app.portfolio.cohorts import CohortRow, cohort_table
-from stream_app.portfolio.contributions import FIELDS, Contribution, ScoreFacts, carry, combine, facts_from_state, signup_month
-from stream_app.portfolio.kpis import Kpis, compute_kpis, split_groups
-from stream_app.portfolio.lifecycle import StageInputs, stage_of
-from stream_app.portfolio.periods import DAY_MS, KINDS, Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
+from stream_app.core import DAY_MS, text
+from stream_app.portfolio.assess import (
+    Assessment,
+    Observation,
+    PortfolioAssessor,
+    PortfolioItem,
+    ReplayedObservation,
+    decode_scoring,
+    encode_scoring,
+)
 from stream_app.portfolio.config import PortfolioConfig
-from stream_app.scoring.scorecard import HealthResult
+from stream_app.portfolio.contributions import FIELDS, Contribution, carry, combine, facts_from_state, signup_month
+from stream_app.portfolio.periods import Period, PeriodKind, month, month_of, month_of_day, month_start_day, of_kind
+from stream_app.portfolio.reports import Meta, PortfolioReports, read_meta
 from stream_app.portfolio.segment_days import DailySegments
-from stream_app.portfolio.segments import SegmentInfo, segment_features
 from stream_app.settings import Settings
-from stream_app.core import RawCustomerState
+from stream_app.state import layout
+from stream_app.state.layout import Keys, PortfolioKeys
+
+__all__ = ["Assessment", "Observation", "PortfolioItem", "PortfolioTracker", "ReplayedObservation", "decode_scoring",
+           "encode_scoring", "read_meta"]
 
 log = logging.getLogger(__name__)
 
 _FIELD_NAMES = ",".join(FIELDS)
 #: records per script call: big enough to amortise the call, small enough not to block Redis
 _CHUNK = 200
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """What one scoring says about the customer's place in the portfolio: its lifecycle
-    stage, whether it is at risk, and its behaviour features (for the segmentation)."""
-
-    stage: str
-    risky: bool
-    features: dict[str, float]
-    learn: bool  # an active customer: its behaviour teaches the segmentation
-
-    def snapshot_fields(self) -> dict[str, Any]:
-        """The optional ``cs.scores`` fields."""
-        return {"lifecycle_stage": self.stage}
-
-
-#: one scoring's segmentation input: (order time, customer id, month, features, learn)
-Observation = tuple[int, str, int, dict[str, float], bool]
-#: an observation recovered from an outbox after a crash: (order time, customer id, features)
-ReplayedObservation = tuple[int, str, dict[str, float]]
-
-
-def encode_scoring(as_of_ms: int, score: ScoreFacts, features: dict[str, float]) -> bytes:
-    """One scoring's month facts, as an outbox entry (without its ``f`` tag): order time,
-    score facts, segmentation features (JSON floats round-trip exactly, so a segment assigned
-    from a recovered scoring is the one the clean run assigned).
-
-    >>> decode_scoring(encode_scoring(86_400_000, ScoreFacts(655, "yellow", False, "adopting"), {"usage": 0.25}))
-    (86400000, ScoreFacts(health10=655, band='yellow', risky=False, stage='adopting', segment=None), {'usage': 0.25})
-    """
-    return orjson.dumps([as_of_ms, score.encode(), features])
-
-
-def decode_scoring(raw: bytes) -> tuple[int, ScoreFacts, dict[str, float]]:
-    k, score, features = orjson.loads(raw)
-    return int(k), ScoreFacts.decode(score), {str(f): float(v) for f, v in features.items()}
-
-
-@dataclass(frozen=True)
-class PortfolioItem:
-    """One scored customer, as the portfolio needs it: its state after its latest scored
-    event, the score facts of its latest scoring in each month (always including the month
-    of ``as_of_ms``), and every scoring's segmentation input (``collect`` merges a batch's
-    scorings of one customer).
-
-    ``recovered``: only scorings recovered from the customer's outbox (``from_outbox``): months
-    it carries no facts for keep the stored ones (a later scoring may have written them).
-    """
-
-    customer_id: str
-    as_of_ms: int
-    raw: RawCustomerState
-    scores: dict[int, ScoreFacts] = field(default_factory=dict)
-    observations: tuple[Observation, ...] = ()
-    recovered: bool = False
 
 
 @dataclass
@@ -151,102 +100,23 @@ class Stored:
 _ABSENT = Stored(Period("month", 0), "")
 
 
-@dataclass
-class Meta:
-    rolled: dict[str, int] = field(default_factory=dict)
-    floor: dict[str, int] = field(default_factory=dict)
-
-
-class PortfolioKeys:
-    def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}pf:{{pf}}"
-        self.meta = f"{self.base}:meta"
-        self.versions = f"{self.base}:ver"
-
-    def contributions(self, p: Period) -> str:
-        return f"{self.base}:{p.kind[0]}:{p.label}:c"
-
-    def sums(self, p: Period) -> str:
-        return f"{self.base}:{p.kind[0]}:{p.label}:s"
-
-
-def _from_label(kind: str, label: str) -> int:
-    from stream_app.portfolio.periods import parse_label
-
-    p = parse_label(label)
-    if p.kind != kind:
-        raise ValueError(f"{label!r} is not a {kind}")
-    return p.index
-
-
-async def read_meta(redis: Any, keys: PortfolioKeys) -> Meta:
-    raw = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.meta)).items()}
-    meta = Meta()
-    for k, v in raw.items():
-        what, _, kind = k.partition(":")
-        if what in ("rolled", "floor") and kind in KINDS:
-            getattr(meta, what)[kind] = _from_label(kind, v)
-    return meta
-
-
-class PortfolioTracker:
-    """Keeps the portfolio's per-period sums current as customers are scored."""
+class PortfolioTracker(PortfolioAssessor, PortfolioReports):
+    """Keeps the portfolio's per-period sums current as customers are scored (the write side);
+    assesses scorings (``PortfolioAssessor``) and reports (``PortfolioReports``) on the same keys."""
 
     def __init__(self, settings: Settings, config: PortfolioConfig | None = None) -> None:
         self.settings = settings
-        self.cfg = config or settings.portfolio()
+        cfg = config or settings.portfolio()
+        PortfolioAssessor.__init__(self, cfg, cfg.risk_threshold or settings.risk_alert_threshold)
         self.keys = PortfolioKeys(settings.key_prefix)
-        self.risk_threshold = self.cfg.risk_threshold or settings.risk_alert_threshold
-        self.segments = DailySegments(settings.key_prefix, self.keys.base, self.cfg.segments, settings.model_lag_days)
+        self.names = Keys(settings.key_prefix)
+        self.segments = DailySegments(self.names, self.keys, self.cfg.segments, settings.model_lag_days)
         self.stats = PortfolioStats()
         self._script_src = resources.files("stream_app.state").joinpath("lua/portfolio_apply.lua").read_text()
         self._script: Any = None
         # a worker's agents refresh concurrently: one update at a time, so that each update's
         # read of the stored records (which decides what to write) sees the previous one's writes
         self._lock = asyncio.Lock()
-
-    # --- per customer, in the scoring loop (no I/O) -----------------------------------------
-    def assess(self, agg: CustomerAggregates, health: HealthResult, churn_p: float) -> Assessment:
-        """Stage (config rules: a pure function) and the segmentation input (pure too: the
-        segment itself is assigned in ``update``, in event-time order)."""
-        stage = stage_of(StageInputs(
-            status=agg.subscription_status, tenure_days=agg.tenure_days, health=health.score, band=health.band,
-            engagement=health.components.get("engagement"), churn_probability=churn_p,
-        ), self.cfg.lifecycle)
-        return Assessment(stage, health.band == "red" or churn_p >= self.risk_threshold,
-                          segment_features(agg), agg.subscription_status != "cancelled")
-
-    def item(self, customer_id: str, as_of_ms: int, raw: RawCustomerState, health: HealthResult,
-             assessment: Assessment) -> PortfolioItem:
-        """One scoring as of event time ``as_of_ms`` (the scored event's order time)."""
-        m = month_of(as_of_ms)
-        score = ScoreFacts(health10=int(round(health.score * 10)), band=health.band, risky=assessment.risky,
-                           stage=assessment.stage)
-        obs = (as_of_ms, customer_id, m, assessment.features, assessment.learn)
-        return PortfolioItem(customer_id, as_of_ms, raw, {m: score}, (obs,))
-
-    @staticmethod
-    def from_outbox(customer_id: str, raw: RawCustomerState,
-                    scorings: Sequence[tuple[int, ScoreFacts, dict[str, float]]]) -> PortfolioItem:
-        """Scorings whose state was saved before a crash but whose month facts never reached
-        the portfolio (they rode in the outbox, see ``Scorer.score_one``), in scoring order;
-        ``raw``: the customer's current state. Merged ahead of the customer's re-scorings."""
-        scores = {month_of(k): sf for k, sf, _ in scorings}
-        obs = tuple((k, customer_id, month_of(k), f, False) for k, _, f in scorings)
-        return PortfolioItem(customer_id, scorings[-1][0], raw, scores, obs, recovered=True)
-
-    @staticmethod
-    def collect(acc: dict[str, PortfolioItem], item: PortfolioItem | None) -> None:
-        """Add a customer's scoring to ``acc`` (scorings of one batch, in event order): one
-        update per customer with its latest state, keeping each month's latest score facts
-        and every scoring's segmentation input."""
-        if item is None:
-            return
-        prev = acc.get(item.customer_id)
-        if prev is not None:
-            item = replace(item, scores={**prev.scores, **item.scores},
-                           observations=prev.observations + item.observations)
-        acc[item.customer_id] = item
 
     async def assign_segments(self, redis: Any, items: Sequence[PortfolioItem],
                               replayed: Sequence[ReplayedObservation] = ()) -> list[PortfolioItem]:
@@ -302,7 +172,7 @@ class PortfolioTracker:
         old = await self._read(redis, need)
         writes: list[tuple[Any, ...]] = []
         for it, plan in zip(items, plans):
-            version = int(it.raw.main.get("n", "0"))
+            version = int(it.raw.main.get(layout.EVENTS, "0"))
             # the version first: it rejects this update if a newer state was written meanwhile
             writes.append((None, it.customer_id, "", version))
             writes.extend((p, c, text, version) for p, c, text in self._records(it, plan, old))
@@ -323,8 +193,8 @@ class PortfolioTracker:
 
     def _plan(self, it: PortfolioItem, meta: Meta) -> PortfolioTracker._Plan:
         main = it.raw.main
-        lts = int(main.get("lts", it.as_of_ms))
-        first = int(main.get("fs", lts))
+        lts = int(main.get(layout.LAST_EVENT, it.as_of_ms))
+        first = int(main.get(layout.FIRST_SEEN, lts))
         as_m = month_of(it.as_of_ms)
         floor_m = meta.floor.get("month")
         # every month the state's day buckets still hold completely (the longest window back
@@ -406,7 +276,7 @@ class PortfolioTracker:
         for (p, cids), vals in zip(order, await pipe.execute()):
             for cid, v in zip(cids, vals):
                 if v:
-                    out[(p, cid)] = Stored(p, _s(v))
+                    out[(p, cid)] = Stored(p, text(v))
         return out
 
     async def apply_records(self, redis: Any, writes: Sequence[tuple[Any, ...]], mode: str = "r") -> int:
@@ -452,9 +322,9 @@ class PortfolioTracker:
         dropped: list[str] = []
         for kind in self.cfg.periods:
             target = of_kind(kind, now_month).index
-            fields[f"rolled:{kind}"] = Period(kind, max(target, meta.rolled.get(kind, target))).label
+            fields[self.keys.meta_field(layout.META_ROLLED, kind)] = Period(kind, max(target, meta.rolled.get(kind, target))).label
             new_floor = max(floors[kind], meta.floor.get(kind, floors[kind]))
-            fields[f"floor:{kind}"] = Period(kind, new_floor).label
+            fields[self.keys.meta_field(layout.META_FLOOR, kind)] = Period(kind, new_floor).label
             old_floor = meta.floor.get(kind)
             if old_floor is not None:
                 dropped += [self.keys.contributions(Period(kind, i)) for i in range(old_floor, new_floor)]
@@ -471,70 +341,11 @@ class PortfolioTracker:
         while True:
             cursor, chunk = await redis.hscan(self.keys.contributions(prev), cursor, count=500)
             writes = []
-            for cid, text in chunk.items():
-                c = Contribution.decode(prev, _s(text))
+            for cid, stored in chunk.items():
+                c = Contribution.decode(prev, text(stored))
                 if c.facts.a1:
-                    writes.append((cur, _s(cid), carry(c, cur).encode(rmd)))
+                    writes.append((cur, text(cid), carry(c, cur).encode(rmd)))
             n += await self.apply_records(redis, writes, "n")
             if cursor == 0:
                 return n
 
-    # --- read side --------------------------------------------------------------------------
-    async def now_month(self, redis: Any) -> int | None:
-        """The portfolio's current month: the newest it rolled into, or of the watermark."""
-        meta = await read_meta(redis, self.keys)
-        wm = await redis.get(f"{self.settings.key_prefix}wm")
-        candidates = [m for m in (meta.rolled.get("month"), month_of(int(wm)) if wm is not None else None) if m is not None]
-        return max(candidates) if candidates else None
-
-    async def sums(self, redis: Any, periods: Sequence[Period]) -> dict[Period, dict[str, dict[str, int]]]:
-        """Each period's sums by group (one HGETALL per period)."""
-        pipe = redis.pipeline(transaction=False)
-        for p in periods:
-            pipe.hgetall(self.keys.sums(p))
-        return {p: split_groups({_s(k): int(v) for k, v in raw.items()}) for p, raw in zip(periods, await pipe.execute())}
-
-    async def report(self, redis: Any, kind: PeriodKind = "month", count: int = 3,
-                     segment: str | None = None, now_ms: int | None = None) -> list[Kpis]:
-        """KPIs of the last ``count`` periods of ``kind`` (oldest first), overall or one segment;
-        periods before the portfolio's first data are left out."""
-        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
-        if now_m is None:
-            return []
-        current = of_kind(kind, now_m)
-        periods = [current.prev(i) for i in range(count - 1, -1, -1)]
-        data = await self.sums(redis, periods)
-        while len(periods) > 1 and not data[periods[0]]:
-            periods.pop(0)
-        group = segment or "*"
-        wm = await redis.get(f"{self.settings.key_prefix}wm")
-        now = int(wm) if wm is not None else current.start_ms
-        return [
-            compute_kpis(data[p].get(group, {}), p.months, self.cfg.gross_margin, period=p.label,
-                         segment=segment or "all", partial=p.end_ms > now)
-            for p in periods
-        ]
-
-    async def segment_reports(self, redis: Any, kind: PeriodKind = "month", now_ms: int | None = None) -> dict[str, Kpis]:
-        """The current period's KPIs for every segment present in it."""
-        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
-        if now_m is None:
-            return {}
-        p = of_kind(kind, now_m)
-        groups = (await self.sums(redis, [p]))[p]
-        return {
-            g: compute_kpis(s, p.months, self.cfg.gross_margin, period=p.label, segment=g, partial=True)
-            for g, s in sorted(groups.items()) if g.startswith("seg")
-        }
-
-    async def cohorts(self, redis: Any, now_ms: int | None = None) -> list[CohortRow]:
-        now_m = month_of(now_ms) if now_ms is not None else await self.now_month(redis)
-        if now_m is None:
-            return []
-        periods = [month(m) for m in range(now_m - 12, now_m + 1)]
-        data = await self.sums(redis, periods)
-        return cohort_table({p.index: g for p, g in data.items()}, now_m)
-
-    async def describe_segments(self, redis: Any) -> list[SegmentInfo]:
-        """The newest segmentation checkpoint's segments and traits."""
-        return (await self.segments.latest(redis)).describe()

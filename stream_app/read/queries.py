@@ -7,11 +7,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from stream_app.core import DAY_MS, text
 from stream_app.scoring.aggregates import CustomerAggregates, compute_aggregates
-from stream_app.state.codec import load_last_change
-from stream_app.state.codec import score_history
 from stream_app.scoring.alerts import trend
+from stream_app.scoring.scorecard import Scorecard
 from stream_app.settings import Settings
+from stream_app.state import layout
+from stream_app.state.codec import health_score, last_alerts, load_last_change, score_history, stored_reasons
 from stream_app.state.store import StateStore
 
 
@@ -37,17 +39,17 @@ class CustomerView(BaseModel):
 
 def health_of(main: dict[str, str]) -> HealthView:
     hist = score_history(main)
-    score = int(main["hs"]) / 10 if "hs" in main else None
+    score = health_score(main)
     today = max(hist) if hist else 0
     reasons = []
-    for part in filter(None, (main.get(f"r{i}", "") for i in (1, 2, 3))):
+    for part in stored_reasons(main):
         factor, impact = part.rsplit(":", 1)
         reasons.append({"factor": factor, "impact": float(impact)})
     return HealthView(
         health_score=score,
-        health_band=main.get("hb"),
-        churn_probability=float(main["cp"]) if "cp" in main else None,
-        model_version=main.get("mv"),
+        health_band=main.get(layout.HEALTH_BAND),
+        churn_probability=float(main[layout.CHURN_P]) if layout.CHURN_P in main else None,
+        model_version=main.get(layout.MODEL_VERSION_FIELD),
         reasons=reasons,
         trend_7d=trend(hist, today, score, 7) if score is not None else None,
         trend_30d=trend(hist, today, score, 30) if score is not None else None,
@@ -61,23 +63,21 @@ async def customer_view(store: StateStore, settings: Settings, customer_id: str,
     if not raw.exists:
         return None
     if now_ms is None:
-        now_ms = max(await store.watermark() or -1, int(raw.main.get("lts", "-1")))
+        now_ms = max(await store.watermark() or -1, int(raw.main.get(layout.LAST_EVENT, "-1")))
     agg = compute_aggregates(raw, now_ms, settings.windows_days)
     return CustomerView(customer_id=customer_id, health=health_of(raw.main), aggregates=agg)
 
 
 async def riskiest(store: StateStore, settings: Settings, n: int) -> list[dict[str, Any]]:
     """The ``n`` customers with the highest churn probability, with what a list needs."""
-    ranked = await store.redis.zrevrange(f"{settings.key_prefix}risk", 0, n - 1, withscores=True)
-    ids = [(c.decode() if isinstance(c, bytes) else c) for c, _ in ranked]
+    ranked = await store.redis.zrevrange(store.names.risk, 0, n - 1, withscores=True)
+    ids = [text(c) for c, _ in ranked]
     pipe = store.redis.pipeline(transaction=False)
     for cid in ids:
-        pipe.hmget(store.keys(cid).main, "hs", "hb", "cp", "mrr", "r1", "r2", "r3", "mv", "st")
+        pipe.hmget(store.keys(cid).main, *_ROW_FIELDS)
     rows = []
     for (cid, p), (hs, hb, cp, mrr, r1, r2, r3, mv, st) in zip(zip(ids, (p for _, p in ranked)), await pipe.execute()):
-        def s(v: Any) -> str | None:
-            return v.decode() if isinstance(v, bytes) else v
-
+        s = text
         rows.append({
             "customer_id": cid,
             # the ranking's own probability: the scorer updates the risk set before the hash
@@ -93,24 +93,22 @@ async def riskiest(store: StateStore, settings: Settings, n: int) -> list[dict[s
 
 
 async def model_summary(store: StateStore, settings: Settings) -> dict[str, Any] | None:
-    raw = await store.redis.get(f"{settings.key_prefix}model:summary")
+    raw = await store.redis.get(store.names.model_summary)
     if raw is None:
         return None
     summary: dict[str, Any] = orjson.loads(raw)
-    version = await store.redis.get(f"{settings.key_prefix}model:version")
+    version = await store.redis.get(store.names.model_version)
     summary["checkpoint_version"] = int(version) if version else None
     return summary
 
 
 # --- dashboard read side (stream_app/web.py) -------------------------------------------------
 #: Main-hash fields a list row needs (the sparkline's ``h<day>`` fields are appended).
-_ROW_FIELDS = ("hs", "hb", "cp", "mrr", "r1", "r2", "r3", "mv", "st")
+_ROW_FIELDS = (layout.HEALTH_SCORE, layout.HEALTH_BAND, layout.CHURN_P, layout.MRR, *layout.REASON_FIELDS,
+               layout.MODEL_VERSION_FIELD, layout.STATUS)
 #: Days of score history in a row's sparkline.
 SPARK_DAYS = 30
 
-
-def _str(v: Any) -> str | None:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 class RiskRow(BaseModel):
@@ -142,7 +140,7 @@ class RiskPage(BaseModel):
 async def today(store: StateStore) -> int | None:
     """The read side's "today": the event-time day of the newest event applied anywhere."""
     wm = await store.watermark()
-    return wm // 86_400_000 if wm is not None and wm >= 0 else None
+    return wm // DAY_MS if wm is not None and wm >= 0 else None
 
 
 async def risk_rows(
@@ -156,18 +154,18 @@ async def risk_rows(
     in the ``risk`` set): the scorer updates that set before the customer's hash, so the
     hash's ``cp`` can be a moment behind and would disagree with the order."""
     spark_days = list(range(day - SPARK_DAYS + 1, day + 1)) if day is not None else []
-    fields = [*_ROW_FIELDS, *(f"h{d}" for d in spark_days)]
+    fields = [*_ROW_FIELDS, *(layout.history_field(d) for d in spark_days)]
     pipe = store.redis.pipeline(transaction=False)
     for cid in ids:
         pipe.hmget(store.keys(cid).main, fields)
         if probabilities is None:
-            pipe.zscore(f"{settings.key_prefix}risk", cid)
+            pipe.zscore(store.names.risk, cid)
     got = await pipe.execute()
     values_of = got if probabilities is not None else got[0::2]
     ranked = probabilities if probabilities is not None else got[1::2]
     rows: list[RiskRow] = []
     for i, (cid, values, rp) in enumerate(zip(ids, values_of, ranked)):
-        hs, hb, cp, mrr, r1, r2, r3, mv, st = (_str(v) for v in values[: len(_ROW_FIELDS)])
+        hs, hb, cp, mrr, r1, r2, r3, mv, st = (text(v) for v in values[: len(_ROW_FIELDS)])
         hist = values[len(_ROW_FIELDS) :]
         rows.append(RiskRow(
             rank=first_rank + i,
@@ -195,12 +193,12 @@ async def risk_page(
     portfolio pass (see ``stream_app.read.tiles``); the rows themselves are always read fresh.
     """
     if band is None:
-        key = f"{settings.key_prefix}risk"
+        key = store.names.risk
         pipe = store.redis.pipeline(transaction=False)
         pipe.zcard(key)
         pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
         total, members = await pipe.execute()
-        ids = [str(_str(m)) for m, _ in members]
+        ids = [str(text(m)) for m, _ in members]
         probabilities: list[float] | None = [float(p) for _, p in members]
     else:
         ranking = band_ids or []
@@ -245,14 +243,12 @@ class CustomerDetail(BaseModel):
 
 async def customer_detail(store: StateStore, settings: Settings, customer_id: str, max_tickets: int = 20) -> CustomerDetail | None:
     """One customer for the dashboard: health, its components, history, tickets, surveys."""
-    from stream_app.scoring.scorecard import Scorecard
-
     raw = await store.read(customer_id)
     if not raw.exists:
         return None
     main = raw.main
     # as of the customer's own newest event: what the worker scored when it last saw it
-    now_ms = int(main.get("lts", "0"))
+    now_ms = int(main.get(layout.LAST_EVENT, "0"))
     agg = compute_aggregates(raw, now_ms, settings.windows_days)
     view = CustomerView(customer_id=customer_id, health=health_of(main), aggregates=agg)
     result = Scorecard(settings.scorecard()).score(agg)
@@ -267,10 +263,10 @@ async def customer_detail(store: StateStore, settings: Settings, customer_id: st
     tickets.sort(key=lambda t: t.last_update, reverse=True)
     surveys = []
     for f, v in main.items():
-        if f[:1] == "s" and f[1:].lstrip("-").isdigit():
+        if (bucket := layout.day_bucket(f, layout.SURVEY_DAY)) is not None:
             x = [int(n) for n in v.split(",")] + [0] * 10
             surveys.append(SurveyDay(
-                day=int(f[1:]),
+                day=bucket[1],
                 nps_responses=x[0], nps_mean=round(x[1] / x[0], 2) if x[0] else None,
                 csat_responses=x[5], csat_mean=round(x[6] / 1000 / x[5], 2) if x[5] else None,
                 ces_responses=x[8], ces_mean=round(x[9] / 1000 / x[8], 2) if x[8] else None,
@@ -282,10 +278,10 @@ async def customer_detail(store: StateStore, settings: Settings, customer_id: st
         scored_health=view.health.health_score,
         health_history=sorted(score_history(main).items()),
         churn_history=sorted(
-            (int(f[1:]), int(v) / 10_000) for f, v in main.items() if f[:1] == "p" and f[1:].isdigit()
+            (day, int(v) / 10_000) for f, v in main.items() if (day := layout.churn_history_day(f)) is not None
         ),
         tickets=tickets[:max_tickets],
         surveys=surveys,
-        last_nps=int(main["npsl"]) if "npsl" in main else None,
-        last_alert_ms={f[3:]: int(v) for f, v in main.items() if f.startswith("al:")},
+        last_nps=int(main[layout.LAST_NPS]) if layout.LAST_NPS in main else None,
+        last_alert_ms=last_alerts(main),
     )

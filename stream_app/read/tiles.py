@@ -26,7 +26,9 @@ from typing import Any
 from pydantic import BaseModel
 from redis.exceptions import ResponseError
 
-from stream_app.scoring.aggregates import DAY_MS
+from stream_app.core import DAY_MS, text
+from stream_app.state import layout
+from stream_app.state.layout import customer_of_main_key
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
 
@@ -95,23 +97,10 @@ def _glob_escape(s: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in s)
 
 
-def customer_of_main_key(prefix: str, key: str) -> str:
-    """Customer id from a main-hash key ``{prefix}c:{<tag>}`` (inverse of ``state.hash_tag``).
-
-    >>> customer_of_main_key("cs:", "cs:c:{acme%7D%7B1%25}")
-    'acme}{1%'
-    """
-    tag = key[len(prefix) + 3 : -1]
-    return tag.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
-
-
-def _s(v: Any) -> str | None:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 _PASS_SCRIPT = """
 -- One chunk of the portfolio pass, read-only. KEYS: customers' main hashes.
--- ARGV: now ms ('' if unknown), churn_risk threshold, first and last CSAT day ('' if unknown), histogram bin width.
+-- ARGV: now ms ('' if unknown), churn_risk threshold, first and last CSAT day ('' if unknown), histogram bin width;
+-- 6..13 the main-hash field names read (state/layout.py, in _PASS_FIELDS order), 14 the survey day bucket prefix.
 -- Returns {aggregates, ranking}: ranking is flat (index in KEYS, band, churn probability) per active customer.
 local now = tonumber(ARGV[1])
 local thr = tonumber(ARGV[2])
@@ -119,7 +108,8 @@ local d0, d1 = tonumber(ARGV[3]), tonumber(ARGV[4])
 local width = tonumber(ARGV[5])
 local nb = math.ceil(100 / width)
 local DAY = 86400000
-local fields = {'hs', 'hb', 'cp', 'mrr', 'st', 'cts', 'npsl', 'npst'}
+local fields = {ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]}
+local survey_day = ARGV[14]
 local customers, active, cancelled, hs_n, nps_n, prom, detr, csat_n, csat_ok, at_risk = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 local hs_sum, mrr_total, mrr_risk, expected = 0, 0, 0, 0
 local hist = {}
@@ -158,7 +148,7 @@ for i, key in ipairs(KEYS) do
       -- walks the (usually compact) hash once; HMGET of 30 mostly absent days would walk it 30 times.
       local cur = d0 and '0' or nil
       while cur do
-        local r = redis.call('HSCAN', key, cur, 'MATCH', 's[0-9]*', 'COUNT', 1000)
+        local r = redis.call('HSCAN', key, cur, 'MATCH', survey_day .. '[0-9]*', 'COUNT', 1000)
         local kv = r[2]
         for j = 1, #kv, 2 do
           local d = tonumber(string.sub(kv[j], 2))
@@ -181,6 +171,9 @@ for b = 1, nb do agg[#agg + 1] = hist[b] end
 return {agg, ranking}
 """
 _N_AGG = 14
+#: the main-hash fields the pass reads (ARGV 6..13), in the script's order
+_PASS_FIELDS = (layout.HEALTH_SCORE, layout.HEALTH_BAND, layout.CHURN_P, layout.MRR, layout.STATUS,
+                layout.CANCELLED_AT, layout.LAST_NPS, layout.LAST_NPS_AT)
 
 
 async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool = True) -> PortfolioScan:
@@ -203,6 +196,7 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
     args = [
         "" if now_ms is None else now_ms, settings.risk_alert_threshold,
         "" if day is None or not with_csat else day - 29, "" if day is None or not with_csat else day, BIN_WIDTH,
+        *_PASS_FIELDS, layout.SURVEY_DAY,
     ]
     script = store.redis.register_script(_PASS_SCRIPT)
     totals = [0.0] * _N_AGG
@@ -216,9 +210,9 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
         for i, c in enumerate(agg[_N_AGG:]):
             counts[i] += int(c)
         for j in range(0, len(ranking), 3):
-            band = _s(ranking[j + 1])
+            band = text(ranking[j + 1])
             if band in ranked:
-                ranked[band].append((-float(_s(ranking[j + 2]) or 0), customer_of_main_key(prefix, keys[int(ranking[j]) - 1])))
+                ranked[band].append((-float(text(ranking[j + 2]) or 0), customer_of_main_key(prefix, keys[int(ranking[j]) - 1])))
 
     async def consume(keys: list[str]) -> None:
         nonlocal per_key
@@ -239,8 +233,8 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
 
     seen: set[str] = set()
     batch: list[str] = []
-    async for key in store.redis.scan_iter(match=f"{_glob_escape(prefix)}c:{{*}}", count=1000):
-        k = str(_s(key))
+    async for key in store.redis.scan_iter(match=layout.main_key_pattern(_glob_escape(prefix)), count=1000):
+        k = str(text(key))
         if k in seen:  # SCAN may return a key twice
             continue
         seen.add(k)

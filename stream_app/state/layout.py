@@ -38,6 +38,7 @@ customer's update is a single-slot Lua script and the layout works unchanged on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # --- global keys (under the key prefix) ------------------------------------------------------
 WATERMARK = "wm"
@@ -93,6 +94,7 @@ SEEN_USER, SEEN_FEATURE = "u", "f"
 # --- main hash: the score state, saved by the Lua from ``codec.ScoreSave`` ----------------------
 HISTORY = "h"  # + day: that day's last score x10
 HEALTH_SCORE = "hs"  # newest score x10
+CHURN_HISTORY = "p"  # + day: that day's churn probability x10^4 (read by ``stream-app customer`` when present)
 HISTORY_PRUNED_DAY = "hpd"
 SNAPSHOT_DAY = "snd"  # day of the newest label snapshot
 SORT_KEY = "sk"  # order key of the newest scored event (``codec.order_text``)
@@ -249,6 +251,41 @@ class Keys:
         return self.prefix + PORTFOLIO
 
 
+class PortfolioKeys:
+    """The portfolio's keys (one hash tag, ``{pf}``: every script is Cluster-safe).
+
+    >>> k = PortfolioKeys("cs:")
+    >>> k.meta, k.obs(20100), k.meta_field(META_ROLLED, "month")
+    ('cs:pf:{pf}:meta', 'cs:pf:{pf}:obs:20100', 'rolled:month')
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.base = prefix + PORTFOLIO
+        self.meta = self.base + PORTFOLIO_META
+        self.versions = self.base + PORTFOLIO_VERSIONS
+        self.seg_origin = self.base + SEG_ORIGIN
+        self.seg_days = self.base + SEG_DAYS
+        self.seg_obs_days = self.base + SEG_OBS_DAYS
+
+    def contributions(self, p: Any) -> str:
+        """Customer id -> its record in period ``p`` (a ``portfolio.periods.Period``)."""
+        return f"{self.base}:{p.kind[0]}:{p.label}{PORTFOLIO_CONTRIBUTIONS}"
+
+    def sums(self, p: Any) -> str:
+        """``<group>:<field>`` -> sum over the records of period ``p``."""
+        return f"{self.base}:{p.kind[0]}:{p.label}{PORTFOLIO_SUMS}"
+
+    def obs(self, day: int) -> str:
+        return f"{self.base}{SEG_OBS}{day}"
+
+    def seg_blob(self, day: int) -> str:
+        return f"{self.base}{SEG_BLOB}{day}"
+
+    @staticmethod
+    def meta_field(what: str, kind: str) -> str:
+        return f"{what}:{kind}"
+
+
 # --- numbered and prefixed fields --------------------------------------------------------------
 def history_field(day: int) -> str:
     return f"{HISTORY}{day}"
@@ -257,6 +294,11 @@ def history_field(day: int) -> str:
 def history_day(field: str) -> int | None:
     """The day of a score-history field ``h<day>``, else None."""
     return int(field[1:]) if field[:1] == HISTORY and field[1:].isdigit() else None
+
+
+def churn_history_day(field: str) -> int | None:
+    """The day of a churn-history field ``p<day>``, else None."""
+    return int(field[1:]) if field[:1] == CHURN_HISTORY and field[1:].isdigit() else None
 
 
 def day_bucket(field: str, kinds: str) -> tuple[str, int] | None:

@@ -24,6 +24,7 @@ from schemas import Alert, DeadLetter, ScoreSnapshot
 from stream_app.pipeline.ingest import Ingestor
 from stream_app.core import Record
 from stream_app.settings import INPUT_TOPICS, Settings
+from stream_app.state.layout import Keys
 from stream_app.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class CountingOutputs:
 
 
 def epoch_key(settings: Settings) -> str:
-    return f"{settings.key_prefix}epoch"
+    return Keys(settings.key_prefix).epoch
 
 
 async def clear_state(redis: Any, settings: Settings) -> int:
