@@ -491,7 +491,7 @@ def latency_phases(services: Services, cfg: Config, run: str, key_prefix: str, d
 
 
 async def ensure_all_topics(settings: Settings) -> None:
-    from stream_app.tools.cli.main import all_topics
+    from stream_app.settings import all_topics
     from stream_app.tools.embedded import ensure_topics
 
     await ensure_topics(settings.bootstrap_servers(), all_topics(settings), settings.topic_replication,

@@ -125,7 +125,7 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
     wm = await store.watermark()
     tracker = PortfolioTracker(settings.model_copy(update={"key_prefix": settings.key_prefix + "micro:"}))
     scorecard = ing_scorecard(settings)
-    model = ModelHolder(settings)
+    model = ModelHolder(settings.sections.model, settings.key_prefix)
     prepared = []
     for raw in raws:
         now_ms = min(int(raw.main["lts"]), wm or int(raw.main["lts"]))

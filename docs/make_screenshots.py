@@ -81,7 +81,7 @@ async def main() -> int:
 
     import redis
 
-    from stream_app.tools.cli.main import all_topics
+    from stream_app.settings import all_topics
     from stream_app.tools.demo import (
         DemoStats,
         produce_simulation,

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 import stream_app
-from stream_app.tools.cli.main import all_topics
+from stream_app.settings import all_topics
 from stream_app.tools.demo import DemoStats, produce_simulation
 from stream_app.tools.embedded import ensure_topics, free_port
 from stream_app.settings import Settings

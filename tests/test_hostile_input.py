@@ -250,7 +250,7 @@ def test_hostile_messages_through_kafka(e2e_env: dict[str, str], worker: Any) ->
     bootstrap = settings.bootstrap_servers()
 
     async def produce() -> dict[str, Msg]:
-        from stream_app.tools.cli.main import all_topics
+        from stream_app.settings import all_topics
         from stream_app.tools.embedded import ensure_topics
 
         # the topics as the worker creates them (it may still be starting): never auto-created

@@ -101,7 +101,7 @@ async def test_scores_use_the_checkpoint_pinned_to_the_event_day(small_model: Se
         assert m == sc <= through and await r.exists(f"{p}model:blob:{m}")
     # a fresh scorer process serves, for each day, the newest checkpoint written on or before
     # (day - lag), and the untrained prior before the first
-    holder = ModelHolder(small_model)
+    holder = ModelHolder(small_model.sections.model, small_model.key_prefix)
     await holder.load_through(r)
     lag = small_model.model_lag_days
     first, last = min(checkpoints), max(checkpoints)

@@ -32,8 +32,8 @@ FUNCTION_IMPORTS_ALLOWED = {
 #: Words that are a Redis name and, elsewhere, something else: the modules where they mean
 #: something else, and what. (The check compares exact string literals.)
 HOMONYMS: dict[str, tuple[set[str], str]] = {
-    "mrr": ({"model/features.py", "portfolio/segments.py", "portfolio/kpi_batch.py", "tools/cli/main.py",
-             "tools/demo.py", "tools/simulator/engine.py", "read/queries.py"},
+    "mrr": ({"model/features.py", "portfolio/segments.py", "portfolio/kpi_batch.py",
+             "tools/demo.py", "tools/simulator/engine.py", "read/queries.py", "tools/cli/inspect.py"},
             "an event field, a model or segmentation feature, a key of a returned row"),
     "plan": ({"tools/simulator/engine.py"}, "an event field of the simulated subscriptions"),
     "start": ({"tools/backtest/report.py"}, "a key of the backtest report"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from stream_app.core import DAY_MS, text
 from stream_app.model.churn import ChurnModel, new_model
-from stream_app.settings import Settings
+from stream_app.settings import ModelSettings
 from stream_app.state.layout import Keys
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ class ModelHolder:
     untrained model (the health prior) serves.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ModelSettings, key_prefix: str) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(key_prefix)
         self.lag = settings.model_lag_days
         self.through: int | None = None
         self._refs: dict[int, str] = {}

@@ -37,16 +37,21 @@ import bisect
 import math
 import pickle
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from river import drift, linear_model, metrics, optim, preprocessing
 
 from stream_app.model.calibration import PlattCalibrator
 from stream_app.model.evaluation import roc_auc
-from stream_app.model.features import BASE_FEATURES, LEVEL_FEATURE, decode_features, encode_features, features_from, slog
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from stream_app.model.features import (
+    BASE_FEATURES,
+    LEVEL_FEATURE,
+    decode_features,
+    encode_features,
+    features_from,
+    slog,
+)
+from stream_app.settings import ModelSettings
 
 __all__ = ["ActivityLevels", "BASE_FEATURES", "ChurnModel", "HealthPrior", "decode_features", "new_model", "encode_features",
            "features_from"]
@@ -333,7 +338,7 @@ class ChurnModel:
         return model
 
 
-def new_model(settings: "Settings") -> ChurnModel:
+def new_model(settings: ModelSettings) -> ChurnModel:
     """An untrained churn model with this deployment's model settings."""
     return ChurnModel(settings.model_min_labels, settings.model_min_positives, calibrate=settings.model_calibration,
                       learning_rate=settings.model_learning_rate, window=settings.model_champion_window,

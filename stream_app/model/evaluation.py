@@ -37,7 +37,6 @@ import numpy as np
 from stream_app.core import DAY_MS
 
 
-
 def _arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=bool)

@@ -50,7 +50,7 @@ class Learner:
             got = await self.redis.zrevrangebyscore(self.keys.model_days, through, "-inf", start=0, num=1)
             ref = text(got[0]) if got else None
             blob = await self.redis.get(self.keys.model_blob(ref)) if ref else None
-            self.model = ChurnModel.from_bytes(blob) if blob is not None else new_model(self.settings)
+            self.model = ChurnModel.from_bytes(blob) if blob is not None else new_model(self.settings.sections.model)
             self.model.calibrate = self.settings.model_calibration
             self._model_day = through
         return self.model

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from stream_app.core import Record, RecordKey
-
 from stream_app.ops.kpi_metrics import KpiCache, PortfolioCollector
 from stream_app.ops.metrics import (
     CONTENT_TYPE,
@@ -125,7 +124,7 @@ class Ops:
         self.app: faust.App | None = None
         self.watchdog = Watchdog(settings.stall_after_s, settings.watchdog_grace_s)
         #: test-only fault injection: built only when a FAULT_* setting is set (else inert)
-        self.faults = faults_for(settings)
+        self.faults = faults_for(settings.sections.ops)
         self.outputs: CountingOutputs | None = None
         self.errors: Tally[str] = Tally()
         self._redis = redis

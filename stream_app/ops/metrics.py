@@ -13,7 +13,6 @@ seconds (``_seconds``), timestamps are Unix seconds (``_timestamp_seconds``).
 from __future__ import annotations
 
 import math
-
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,10 +35,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from stream_app.pipeline.ingest import IngestStats
     from stream_app.core import Record
-    from stream_app.pipeline.scorer import ScoringStats
     from stream_app.ops.watchdog import Report
+    from stream_app.pipeline.ingest import IngestStats
+    from stream_app.pipeline.scorer import ScoringStats
 
 #: event produced -> stage reached: tens of milliseconds live, minutes during a backlog
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)

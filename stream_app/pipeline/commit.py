@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import Alert, ScoreSnapshot
-
 from stream_app.core import Outputs
 from stream_app.portfolio.assess import PortfolioItem, ReplayedObservation
 from stream_app.portfolio.tracker import PortfolioTracker

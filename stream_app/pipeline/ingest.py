@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, ParamSpec, Sequence, TypeVar
 
 from schemas import DeadLetter, format_errors
-
 from stream_app.core import HOUR_MS, STATE_LOST_HELP, TP, TRANSIENT_ERRORS, Outputs, Record, RecordKey, StateLostError
 from stream_app.model.checkpoints import ModelHolder
 from stream_app.model.learner import Learner
@@ -81,7 +80,7 @@ class Ingestor:
         self.clock = clock
         self.settings = settings
         self.outputs = outputs
-        self.model = model or ModelHolder(settings)
+        self.model = model or ModelHolder(settings.sections.model, settings.key_prefix)
         self.scorer = Scorer(store, settings, outputs, self.model, epoch_check=self._epoch_unchanged)
         #: the learner runs here when this process is the only one (tests, backtests); the
         #: worker runs it on the Faust leader instead

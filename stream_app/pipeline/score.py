@@ -12,18 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import Alert, Reason, ScoreSnapshot
-
 from stream_app.core import DAY_MS, RawCustomerState
 from stream_app.model.churn import ChurnModel
 from stream_app.model.features import LEVEL_FEATURE, behaviour_features, encode_features, features_from
+from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem, encode_scoring
 from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import encode_observation
-from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem, encode_scoring
 from stream_app.scoring.aggregates import compute_aggregates
 from stream_app.scoring.alerts import AlertConfig, Trigger, evaluate
 from stream_app.scoring.changes import ChangeTracker
 from stream_app.scoring.scorecard import Scorecard
-from stream_app.settings import Settings
+from stream_app.settings import ScoringSettings
 from stream_app.state import layout
 from stream_app.state.codec import (
     OutboxEntry,
@@ -52,7 +51,7 @@ class ScoreRules:
     portfolio_enabled: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings, portfolio: PortfolioAssessor) -> ScoreRules:
+    def of(cls, settings: ScoringSettings, portfolio: PortfolioAssessor, portfolio_enabled: bool) -> ScoreRules:
         return cls(
             scorecard=Scorecard(settings.scorecard()),
             alerts=AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit),
@@ -62,7 +61,7 @@ class ScoreRules:
             change_explain_delta=settings.change_explain_delta,
             snapshot_every_days=settings.snapshot_every_days,
             label_horizon_days=settings.label_horizon_days,
-            portfolio_enabled=settings.portfolio_enabled,
+            portfolio_enabled=portfolio_enabled,
         )
 
 

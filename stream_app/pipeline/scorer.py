@@ -25,15 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from schemas import Alert, ScoreSnapshot
-
 from stream_app.core import DAY_MS, Outputs, RawCustomerState
 from stream_app.model.checkpoints import ModelHolder
 from stream_app.pipeline.commit import Drain, DrainCommit, IndexUpdate
 from stream_app.pipeline.ordering import Pending
-from stream_app.pipeline.score import ScoreRules, Scored, score_one
+from stream_app.pipeline.score import Scored, ScoreRules, score_one
+from stream_app.portfolio.assess import decode_scoring
 from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import decode_observation
-from stream_app.portfolio.assess import decode_scoring
 from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.scoring.alerts import Trigger, triggers_of
 from stream_app.settings import Settings
@@ -80,7 +79,7 @@ class Scorer:
         self.keys = Keys(settings.key_prefix)
         self.stats = ScoringStats()
         self.portfolio = PortfolioTracker(settings)  # portfolio KPIs, stages, segments (issue 7)
-        self.rules = ScoreRules.from_settings(settings, self.portfolio)
+        self.rules = ScoreRules.of(settings.sections.scoring, self.portfolio, settings.portfolio_enabled)
         self.scorecard = self.rules.scorecard
         #: ``epoch_check``: called after a drain's state is saved and before its outputs are
         #: published: raises if Redis lost the state meanwhile (the ingestor's epoch check), so

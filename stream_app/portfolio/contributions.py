@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from stream_app.portfolio.periods import DAY_MS, Period, month_of
 from stream_app.core import RawCustomerState
+from stream_app.portfolio.periods import DAY_MS, Period, month_of
 from stream_app.state import layout
 
 #: the main hash's day buckets read here: surveys, billing, MRR change points

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import parse_event_time, to_epoch_ms
-
 from stream_app.portfolio.contributions import FIELDS, Contribution, EventFacts, decode_values
 from stream_app.portfolio.periods import DAY_MS, KINDS, Period, PeriodKind, month_of, of_kind
 

@@ -30,8 +30,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream_app.core import DAY_MS, text
-from stream_app.state.layout import Keys, PortfolioKeys
 from stream_app.portfolio.segments import FEATURES, SegmentConfig, SegmentModel
+from stream_app.state.layout import Keys, PortfolioKeys
 
 log = logging.getLogger(__name__)
 

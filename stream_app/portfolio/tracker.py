@@ -1,6 +1,7 @@
 """Live portfolio KPIs in Redis: per-period contributions and sums, kept exactly once.
 
-Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Cluster-safe):
+Layout (every key shares the hash tag ``{pf}``: one slot, so every script is Cluster-safe;
+the names: ``state.layout.PortfolioKeys``):
 
     {prefix}pf:{pf}:meta               hash  rolled:<kind> (newest period carried into),
                                               floor:<kind> (oldest period still writable)

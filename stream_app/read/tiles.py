@@ -27,9 +27,9 @@ from pydantic import BaseModel
 from redis.exceptions import ResponseError
 
 from stream_app.core import DAY_MS, text
+from stream_app.settings import Settings
 from stream_app.state import layout
 from stream_app.state.layout import customer_of_main_key
-from stream_app.settings import Settings
 from stream_app.state.store import StateStore
 
 log = logging.getLogger(__name__)

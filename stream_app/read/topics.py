@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def read_topic(bootstrap: list[str] | str, topic: str, **client_kwargs: Any) -> list[dict[str, Any]]:
     """Every JSON message of ``topic`` (all partitions), from the first offset to the end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs)
     await consumer.start()
     try:

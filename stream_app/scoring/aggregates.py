@@ -23,7 +23,6 @@ from stream_app.core import DAY_MS, RawCustomerState
 from stream_app.state import layout
 
 
-
 def day_of(ts_ms: int) -> int:
     """UTC day number of an epoch-ms timestamp.
 

@@ -32,7 +32,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from schemas import Alert, Reason, SurveyEvent, TicketEvent
-
 from stream_app.core import DAY_MS
 
 Kind = Literal["churn_risk", "health_drop", "band_change", "detractor", "escalation"]

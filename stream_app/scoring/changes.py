@@ -21,7 +21,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from schemas import Alert, Change, ScoreChange
-
 from stream_app.scoring.scorecard import COMPONENTS, HealthResult, Scorecard
 from stream_app.state.codec import Previous, finite, last_change_fields, load_previous, previous_fields
 

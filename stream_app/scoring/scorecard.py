@@ -46,7 +46,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import Reason
-
 from stream_app.scoring.aggregates import CustomerAggregates
 
 Band = Literal["green", "yellow", "red"]

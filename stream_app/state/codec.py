@@ -29,8 +29,8 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from schemas import ActivityEvent, InputEvent, ScoreChange, SubscriptionEvent, SurveyEvent, TicketEvent
 
+from schemas import ActivityEvent, InputEvent, ScoreChange, SubscriptionEvent, SurveyEvent, TicketEvent
 from stream_app.scoring.alerts import AlertState
 from stream_app.scoring.scorecard import COMPONENTS, HealthResult
 from stream_app.state import layout

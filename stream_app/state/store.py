@@ -22,7 +22,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from schemas import InputEvent
-
 from stream_app.core import DAY_MS, RawCustomerState, text
 from stream_app.settings import Settings
 from stream_app.state import layout

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from stream_app.core import Record
-from stream_app.settings import Settings
+from stream_app.settings import OpsSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class InjectedFault(RuntimeError):
 class FaultInjector:
     """Decides, per batch, whether to freeze or crash the agent handling it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: OpsSettings) -> None:
         self.freeze_marker = settings.fault_freeze_marker.encode() if settings.fault_freeze_marker else None
         self.crash_marker = settings.fault_crash_marker.encode() if settings.fault_crash_marker else None
         self._never = asyncio.Event()
@@ -66,7 +66,7 @@ class NoFaults:
         return None
 
 
-def faults_for(settings: Settings) -> FaultInjector | NoFaults:
+def faults_for(settings: OpsSettings) -> FaultInjector | NoFaults:
     """A fault injector when ``FAULT_FREEZE_MARKER`` or ``FAULT_CRASH_MARKER`` is set, else ``NoFaults``."""
     if settings.fault_freeze_marker or settings.fault_crash_marker:
         return FaultInjector(settings)

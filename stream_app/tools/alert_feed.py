@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.text import Text
 
 #: colour per severity (rich styles)
@@ -34,8 +35,6 @@ async def tail_alerts(
 ) -> AsyncIterator[dict[str, Any]]:
     """The last ``last`` alerts (all of them with ``from_beginning``), oldest first, then, with
     ``follow``, every new one as it is published. Messages that are not JSON are skipped."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs)
     await consumer.start()
     try:

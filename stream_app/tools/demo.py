@@ -18,16 +18,28 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, free_port, port_open, redis_reachable
-from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.pipeline.clients import redis_client
+from stream_app.read.queries import riskiest
+from stream_app.settings import Settings, all_topics
 from stream_app.state.store import StateStore
+from stream_app.tools.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    ensure_topics,
+    free_port,
+    port_open,
+    redis_reachable,
+)
+from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.web.dashboard import dashboard_url, start_dashboard
 
 console = Console()
 
@@ -100,8 +112,6 @@ async def produce_simulation(
     activity_scale: float = 0.5, seed: int = 7,
 ) -> None:
     """Stream the simulator into Kafka, pacing event time at ``speed`` days per second."""
-    from aiokafka import AIOKafkaProducer
-
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers(), linger_ms=10, **settings.kafka_client_kwargs()  # type: ignore[arg-type]
     )
@@ -171,8 +181,6 @@ def _view(stats: DemoStats, handled: int, dead: int, risky: list[dict[str, objec
 
 async def follow_alerts(settings: Settings, sink: deque[dict[str, object]], stats: DemoStats, stop: asyncio.Event) -> None:
     """Tail cs.alerts (manually assigned partitions: no consumer group needed)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), enable_auto_commit=False,
                                 **settings.kafka_client_kwargs())  # type: ignore[arg-type]
     await consumer.start()
@@ -192,8 +200,6 @@ async def follow_alerts(settings: Settings, sink: deque[dict[str, object]], stat
 
 
 async def _count_dead_letters(settings: Settings) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs())  # type: ignore[arg-type]
     await consumer.start()
     try:
@@ -212,8 +218,6 @@ class DashboardStatus:
 
 
 async def _answers(url: str) -> bool:
-    import aiohttp
-
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             async with session.get(url + "api/model") as resp:
@@ -225,8 +229,6 @@ async def _answers(url: str) -> bool:
 async def ensure_dashboard(settings: Settings, status: DashboardStatus, worker_grace_s: float = 30.0) -> None:
     """Wait for the worker's web server to serve the dashboard; if it does not within
     ``worker_grace_s``, serve it from this process (standalone) so it is up within a minute."""
-    from stream_app.web.dashboard import dashboard_url, start_dashboard
-
     deadline = time.monotonic() + worker_grace_s
     while time.monotonic() < deadline:
         if await _answers(status.url):
@@ -242,17 +244,11 @@ async def ensure_dashboard(settings: Settings, status: DashboardStatus, worker_g
 
 async def _live(settings: Settings, customers: int, days: int, speed: float, duration: float | None,
                 worker: subprocess.Popen[bytes], worker_log: Path) -> int:
-    from stream_app.pipeline.clients import redis_client
-
-    from stream_app.read.queries import riskiest
-
     stats = DemoStats()
     stop = asyncio.Event()
     producer_task = asyncio.create_task(produce_simulation(settings, customers, days, speed, stats, stop))
     alerts: deque[dict[str, object]] = deque(maxlen=12)
     alerts_task = asyncio.create_task(follow_alerts(settings, alerts, stats, stop))
-    from stream_app.web.dashboard import dashboard_url
-
     dash = DashboardStatus(url=dashboard_url(settings))
     dash_task = asyncio.create_task(ensure_dashboard(settings, dash))
     client = redis_client(settings)
@@ -310,15 +306,11 @@ def run_demo(customers: int, days: int, speed: float, duration: float | None) ->
         # WEB_PORT (default 6066) if free, else any free port
         web_port = settings.web_port if not port_open("127.0.0.1", settings.web_port) else free_port()
         settings = settings.model_copy(update={"broker_url": broker_url, "redis_url": redis_url, "web_port": web_port})
-        from stream_app.tools.cli.main import all_topics
-
         asyncio.run(ensure_topics(settings.bootstrap_servers(), all_topics(settings), settings.topic_replication,
                                   settings.kafka_client_kwargs()))
         worker_log = Path(tempfile.mkstemp(prefix="churn-stream-worker-", suffix=".log")[1])
         worker = start_worker(_worker_env(settings, broker_url, redis_url), worker_log)
         console.print(f"started worker (pid {worker.pid}, log {worker_log})")
-        from stream_app.web.dashboard import dashboard_url
-
         console.print(f"[bold]dashboard:[/bold] {dashboard_url(settings)}  (open it in a browser; up within a minute)")
         return asyncio.run(_live(settings, customers, days, speed, duration, worker, worker_log))
     except KeyboardInterrupt:

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 log = logging.getLogger(__name__)
 
 
@@ -145,8 +148,6 @@ class EmbeddedRedis:
 
 
 def redis_reachable(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         client.ping()
@@ -160,8 +161,6 @@ async def ensure_topics(
     bootstrap: list[str], topics: dict[str, int], replication: int = 1, client_kwargs: dict[str, Any] | None = None
 ) -> None:
     """Create missing topics (name -> partitions). Existing topics are left as they are."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
     await admin.start()
     try:

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import Alert, DeadLetter, ScoreSnapshot
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.pipeline.ingest import Ingestor
+from schemas import Alert, DeadLetter, ScoreSnapshot
 from stream_app.core import Record
+from stream_app.pipeline.ingest import Ingestor
 from stream_app.settings import INPUT_TOPICS, Settings
 from stream_app.state.layout import Keys
 from stream_app.state.store import StateStore
@@ -69,8 +70,6 @@ async def clear_state(redis: Any, settings: Settings) -> int:
 
 async def committed_offsets(settings: Settings, tps: list[Any], starts: dict[Any, int]) -> dict[Any, int]:
     """The consumer group's committed offset per partition (the log start where none)."""
-    from aiokafka import AIOKafkaConsumer
-
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), group_id=settings.app_id,
                                 enable_auto_commit=False, **settings.kafka_client_kwargs())
     await consumer.start()
@@ -87,8 +86,6 @@ async def committed_offsets(settings: Settings, tps: list[Any], starts: dict[Any
 async def rebuild(settings: Settings, redis: Any, progress: Callable[[int, int], None] | None = None,
                   batch: int = 2000) -> dict[str, Any]:
     """Replay every input partition from its earliest offset into a cleared Redis."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     kwargs = settings.kafka_client_kwargs()
     deleted = await clear_state(redis, settings)
     reader = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), enable_auto_commit=False,

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from stream_app.settings import INPUT_TOPICS, Settings
+from stream_app.tools.embedded import ensure_topics
 
 
 @dataclass
@@ -80,9 +82,6 @@ async def replay(
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplayReport:
     """Produce every routable line; ``rate`` caps events/s (None: as fast as possible)."""
-    from aiokafka import AIOKafkaProducer
-
-    from stream_app.tools.embedded import ensure_topics
 
     # A producer would otherwise auto-create missing topics with the broker's default
     # partition count, not ours (and a customer's events would then be keyed elsewhere).

@@ -40,13 +40,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.errors import field_error, format_errors, format_validation_error
-
-from stream_app.web.feeds import LiveFeeds
 from stream_app.ops.kpi_metrics import KpiCache
-from stream_app.read.tiles import PortfolioCache
+from stream_app.pipeline.clients import redis_client
 from stream_app.read.queries import customer_detail, model_summary, risk_page
+from stream_app.read.tiles import PortfolioCache
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
+from stream_app.web.feeds import LiveFeeds
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 # --- application -------------------------------------------------------------------------------
 async def _startup(app: web.Application) -> None:
-    from stream_app.pipeline.clients import redis_client
-
     settings = app[SETTINGS]
     app[STORE] = StateStore(redis_client(settings), settings)
     app[PORTFOLIO] = PortfolioCache(app[STORE], settings)

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.scoring.aggregates import DAY_MS
 from stream_app.settings import Settings
@@ -156,8 +157,6 @@ async def tail_topic(
 ) -> None:
     """Follow a topic forever: the last ``backlog`` records per partition, then new ones.
     Waits for the topic to exist; reconnects after broker errors."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     topic = settings.topic(logical)
     while True:
         consumer = AIOKafkaConsumer(

@@ -36,6 +36,7 @@ import asyncio
 import gzip
 import io
 import math
+import pickle
 import signal
 import time
 import uuid
@@ -47,10 +48,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+from aiokafka.partitioner import murmur2
+from rich import box
+from rich.table import Table
 
 from schemas import Alert, DeadLetter, ScoreSnapshot, SubscriptionEvent
-
-from stream_app.pipeline.decoding import decode
+from stream_app.core import Record
 from stream_app.model.evaluation import (
     DAY_MS,
     alert_metrics,
@@ -64,11 +67,13 @@ from stream_app.model.evaluation import (
     threshold_table,
     top_decile_lift,
 )
+from stream_app.pipeline.clients import redis_client
+from stream_app.pipeline.decoding import decode
 from stream_app.pipeline.ingest import Ingestor
-from stream_app.core import Record
-from stream_app.tools.replay import route
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
+from stream_app.tools.embedded import EmbeddedRedis, redis_reachable
+from stream_app.tools.replay import route
 
 WEEK_MS = 7 * DAY_MS
 
@@ -209,8 +214,6 @@ def _partition(key: bytes | None, partitions: int) -> int:
     """The partition ``stream-app replay`` (aiokafka's default partitioner) would choose."""
     if key is None:
         return 0
-    from aiokafka.partitioner import murmur2
-
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
@@ -288,14 +291,10 @@ class RunResult:
     settings: Settings
 
     def save(self, path: str | Path) -> None:
-        import pickle
-
         Path(path).write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
     @staticmethod
     def load(path: str | Path) -> "RunResult":
-        import pickle
-
         run = pickle.loads(Path(path).read_bytes())  # noqa: S301 - a file this command wrote
         if not isinstance(run, RunResult):
             raise TypeError(f"{path}: not a saved backtest run")
@@ -675,8 +674,6 @@ def _iso(ms: int | None) -> str | None:
 # --- presenting -------------------------------------------------------------------------------
 def render(rep: dict[str, Any], console: Any) -> None:
     """The report as readable rich tables."""
-    from rich.table import Table
-
     i, r, p = rep["input"], rep["run"], rep["points"]
     console.print(f"[bold]backtest[/bold] {i['file']}: {i['events_fed']:,} events, {i['customers']:,} customers, "
                   f"{i['days']} days ({i['start'][:10] if i['start'] else '?'} .. {i['end'][:10] if i['end'] else '?'}), "
@@ -758,9 +755,6 @@ def comparison_table(comp: Mapping[str, Any], title: str, width: int = 160) -> A
     """A rich table of one comparison: a row per score, the test period first (what a batch
     model can be judged on), then all dates; extra scores' tables have the test columns only.
     Narrower than 130 columns, each interval goes under its value instead of beside it."""
-    from rich import box
-    from rich.table import Table
-
     wide = width >= 130
     sep = " " if wide else "\n"
     scores: Mapping[str, Any] = comp["scores"]
@@ -842,9 +836,6 @@ def run_sync(path: str | Path, settings: Settings, *, customers_limit: int | Non
              on_progress: Callable[[int], None] | None = None,
              on_scanned: Callable[[History], None] | None = None) -> RunResult:
     """Run against the configured Redis (``REDIS_URL``; else the local server, else an embedded one)."""
-    from stream_app.pipeline.clients import redis_client
-    from stream_app.tools.embedded import EmbeddedRedis, redis_reachable
-
     embedded = None
     url = settings.redis_url or "redis://127.0.0.1:6379/0"
     if not settings.redis_url and not redis_reachable(url):
