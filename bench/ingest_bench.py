@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import Stack, git_commit, percentile  # noqa: E402
 
-from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
 
 
 async def memory_per_customer(stack: Stack, ids: list[str]) -> list[int]:

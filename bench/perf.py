@@ -62,7 +62,8 @@ from meter import cpu_per_1k, read_status, sustained_rate  # noqa: E402
 from stack import FAST_GROUP_ENV, Services, Stack, delete_keys, git_commit, percentile  # noqa: E402
 
 from stream_app.settings import INPUT_TOPICS, Settings  # noqa: E402
-from stream_app.tools.simulator.engine import DAY_MS, SimConfig, Simulator  # noqa: E402
+from stream_app.core import DAY_MS  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator  # noqa: E402
 
 STAGES = ("raw", "faust_default", "faust_settings", "faust_tuned", "naive", "product_1w", "latency",
           "product_untuned", "product_2w", "memory")

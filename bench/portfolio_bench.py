@@ -45,7 +45,7 @@ from stream_app.portfolio.periods import month_of  # noqa: E402
 from stream_app.portfolio.tracker import PortfolioTracker  # noqa: E402
 from stream_app.model.checkpoints import ModelHolder  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
-from stream_app.tools.simulator.engine import SimConfig, Simulator  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator  # noqa: E402
 from stream_app.state.store import StateStore  # noqa: E402
 
 

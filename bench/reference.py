@@ -34,16 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas import ActivityEvent  # noqa: E402
 
-from stream_app.tools.backtest.report import (  # noqa: E402
-    WEEK_MS,
-    History,
-    Observation,
-    _open_lines,
-    first_test_index,
-    observation_dates,
-    observation_rows,
-    scan_history,
-)
+from stream_app.tools.backtest.history import _open_lines, History, scan_history, WEEK_MS
+from stream_app.tools.backtest.report import first_test_index, Observation, observation_dates, observation_rows
 from stream_app.pipeline.decoding import decode  # noqa: E402
 from stream_app.model.evaluation import DAY_MS, roc_auc  # noqa: E402
 from stream_app.tools.replay import route  # noqa: E402

@@ -10,19 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream_app.tools.backtest.report import (
-    History,
-    backtest_settings,
-    evaluation_points,
-    ordered_records,
-    plot,
-    report,
-    run_backtest,
-    scan_history,
-)
+from stream_app.tools.backtest.history import History, ordered_records, scan_history
+from stream_app.tools.backtest.run import backtest_settings, run_backtest
+from stream_app.tools.backtest.report import evaluation_points, report
+from stream_app.tools.backtest.render import plot
 from stream_app.model.evaluation import DAY_MS
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 
 
 def line(topic: str, cid: str, ts: int, **fields: Any) -> str:

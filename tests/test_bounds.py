@@ -12,7 +12,7 @@ import orjson
 
 from harness import DAY, T0, Harness, ev
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.tools.simulator import SimConfig, Simulator
 
 
 def day_of_activity(cid: str, day: int) -> list[tuple[str, bytes]]:

@@ -19,7 +19,7 @@ from harness import Harness
 from stream_app.scoring.aggregates import DAY_MS
 from stream_app.web.feeds import LiveFeeds
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.tools.simulator import SimConfig, Simulator
 from stream_app.web.dashboard import FEEDS, PREFIX, standalone_app
 
 API = f"{PREFIX}/api"

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import Pipeline, diff
 from stream_app.tools.embedded import EmbeddedBroker
-from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 

@@ -17,18 +17,10 @@ import pytest
 import sklearn  # noqa: F401  (in the test extra: the reference's tests must run, never skip)
 from rich.console import Console
 
-from stream_app.tools.backtest.report import (
-    CollectingOutputs,
-    History,
-    RunResult,
-    comparison,
-    first_test_index,
-    observation_dates,
-    observation_rows,
-    render,
-    report,
-    scan_history,
-)
+from stream_app.tools.backtest.run import CollectingOutputs, RunResult
+from stream_app.tools.backtest.history import History, scan_history
+from stream_app.tools.backtest.report import comparison, first_test_index, observation_dates, observation_rows, report
+from stream_app.tools.backtest.render import render
 from stream_app.model.evaluation import DAY_MS, clustered_bootstrap, per_date_auc, roc_auc
 from stream_app.settings import Settings
 

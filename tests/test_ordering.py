@@ -15,7 +15,7 @@ from harness import Harness
 from stream_app.pipeline.ordering import GroupAligner
 from stream_app.model.checkpoints import ModelHolder
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.tools.simulator import SimConfig, Simulator
 
 PARTITIONS = 2
 

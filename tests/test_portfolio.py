@@ -25,7 +25,7 @@ from stream_app.portfolio.reports import read_meta
 from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.portfolio.segments import FEATURES
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.tools.simulator import SimConfig, Simulator
 
 JAN = parse_label("2026-01")
 FEB, MAR, APR = JAN.next(), JAN.next(2), JAN.next(3)

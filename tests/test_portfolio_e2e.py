@@ -18,7 +18,7 @@ from stream_app.pipeline.clients import redis_client
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.settings import Settings
-from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Tests for stream_app.tools.simulator.engine: contract validity, ordering, determinism, churn realism."""
+"""Tests for stream_app.tools.simulator: contract validity, ordering, determinism, churn realism."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import math
 import re
 import statistics
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,23 +16,9 @@ from typing import Any
 
 import pytest
 
-try:
-    import stream_app.tools.simulator.engine as simulator
-except ImportError:  # running `pytest` without the project installed / on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import stream_app.tools.simulator.engine as simulator
-
-from stream_app.tools.simulator.engine import (
-    FEATURES,
-    PLANS,
-    TOPICS,
-    CustomerTruth,
-    SimConfig,
-    SimEvent,
-    Simulator,
-    write_jsonl,
-    write_truth,
-)
+import schemas
+import stream_app.tools.simulator.engine as simulator
+from stream_app.tools.simulator import CustomerTruth, FEATURES, PLANS, SimConfig, SimEvent, Simulator, TOPICS, write_jsonl, write_truth
 
 DAY_MS = 86_400_000
 
@@ -106,13 +91,8 @@ def contract_errors(topic: str, ev: dict[str, Any]) -> list[str]:
     return errs
 
 
-def _schema_models() -> dict[str, Any] | None:
-    try:
-        import schemas  # written in parallel by someone else; optional here
-    except Exception:
-        return None
-    models = getattr(schemas, "TOPIC_MODELS", None)
-    return models if isinstance(models, dict) and models else None
+def _schema_models() -> dict[str, Any]:
+    return schemas.TOPIC_MODELS
 
 
 # --------------------------------------------------------------------------- one shared run
@@ -209,8 +189,6 @@ def test_every_event_is_valid_under_the_contract(run: Summary) -> None:
 
 def test_events_validate_with_schemas_package_if_available() -> None:
     models = _schema_models()
-    if models is None:
-        pytest.skip("schemas.TOPIC_MODELS not importable yet")
     sim = Simulator(SimConfig(customers=60, days=45, seed=11))
     n = 0
     for e in sim.events():

@@ -33,11 +33,12 @@ FUNCTION_IMPORTS_ALLOWED = {
 #: something else, and what. (The check compares exact string literals.)
 HOMONYMS: dict[str, tuple[set[str], str]] = {
     "mrr": ({"model/features.py", "portfolio/segments.py", "portfolio/kpi_batch.py",
-             "tools/demo.py", "tools/simulator/engine.py", "read/queries.py", "tools/cli/inspect.py"},
+             "tools/demo.py", "tools/simulator/engine.py", "tools/simulator/world.py", "read/queries.py",
+             "tools/cli/inspect.py"},
             "an event field, a model or segmentation feature, a key of a returned row"),
-    "plan": ({"tools/simulator/engine.py"}, "an event field of the simulated subscriptions"),
-    "start": ({"tools/backtest/report.py"}, "a key of the backtest report"),
-    "floor": ({"tools/simulator/engine.py"}, "an attribute of a simulated customer"),
+    "plan": ({"tools/simulator/engine.py", "tools/simulator/world.py"}, "an event field of the simulated subscriptions"),
+    "start": ({"tools/backtest/report.py", "tools/backtest/render.py"}, "a key of the backtest report"),
+    "floor": ({"tools/simulator/world.py"}, "an attribute of a simulated customer"),
     # the portfolio's sums are keyed by ``contributions.FIELDS``: their names are that module's
     "hs": ({"portfolio/contributions.py", "portfolio/kpis.py"}, "a portfolio sum (health x10 summed)"),
     "risk": ({"portfolio/contributions.py", "portfolio/kpis.py"}, "a portfolio sum (customers at risk)"),

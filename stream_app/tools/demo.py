@@ -38,7 +38,7 @@ from stream_app.tools.embedded import (
     port_open,
     redis_reachable,
 )
-from stream_app.tools.simulator.engine import SimConfig, Simulator
+from stream_app.tools.simulator import SimConfig, Simulator
 from stream_app.web.dashboard import dashboard_url, start_dashboard
 
 console = Console()

@@ -11,7 +11,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stream_app.tools.backtest.report import RunResult, backtest_settings, plot, render, report, run_sync
+from stream_app.tools.backtest.run import backtest_settings, run_sync, RunResult
+from stream_app.tools.backtest.render import plot, render
+from stream_app.tools.backtest.report import report
 from stream_app.tools.cli.common import console, load_settings, setup_logging
 
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from schemas import json_schemas
 from stream_app.core import DAY_MS
 from stream_app.tools.cli.common import console
-from stream_app.tools.simulator.engine import SimConfig, Simulator, write_jsonl, write_truth
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl, write_truth
 
 
 @click.command()
