@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness import DAY, T0, Harness, ev
+from support.harness import DAY, T0, Harness, ev
 from stream_app.model.features import slog
 from stream_app.model.churn import ChurnModel
 from stream_app.settings import Settings

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_e2e import build_file, run_cli, wait_handled
+from support.e2e import build_file, run_cli, wait_handled
 
 from stream_app.tools.embedded import free_port
 
-pytestmark = pytest.mark.e2e
 
 TOKEN = "tok-" + uuid.uuid4().hex  # unique, so a leak into the log is unambiguous
 

@@ -14,7 +14,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from harness import Harness
+from support.harness import Harness
 
 from stream_app.scoring.aggregates import DAY_MS
 from stream_app.web.feeds import LiveFeeds

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from harness import DAY, T0, Harness, ev
-from own_services import Certs, OwnRedis, make_certs, redis_binary
+from support.harness import DAY, T0, Harness, ev
+from support.own_services import Certs, OwnRedis, make_certs, redis_binary
 from stream_app.pipeline.clients import redis_client
 from stream_app.settings import Settings
 from stream_app.state.layout import CustomerKeys, hash_tag

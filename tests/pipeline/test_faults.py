@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline import Pipeline, diff
+from support.pipeline import Pipeline, diff
 from stream_app.tools.embedded import EmbeddedBroker
 from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from kafka_auth_proxy import KafkaAuthProxy
-from own_services import Certs, make_certs
+from support.kafka_auth_proxy import KafkaAuthProxy
+from support.own_services import Certs, make_certs
 from stream_app.tools.embedded import free_port, port_open
 from stream_app.settings import Settings
 
@@ -221,7 +221,7 @@ def assert_no_password(text: str) -> None:
 def test_worker_over_sasl_ssl_scram(
     certs: Certs, sasl_ssl_broker: SecureBroker, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    from test_e2e import customer_json, run_cli, wait_handled
+    from support.e2e import customer_json, run_cli, wait_handled
 
     from stream_app.read.topics import read_topic
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e import HOUR, T0_MS, customer_json, line, run_cli, wait_handled
+from support.e2e import HOUR, T0_MS, customer_json, line, run_cli, wait_handled
 from test_ops_e2e import http, wait_http
 
 from stream_app.tools.embedded import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 STALL_S = 4
 GRACE_S = 6

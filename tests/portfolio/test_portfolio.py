@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from click.testing import CliRunner
-from harness import Harness, ev
+from support.harness import Harness, ev
 
 from stream_app.tools.cli.main import main as cli_main
 from stream_app.portfolio.cohorts import cohort_table
@@ -331,7 +331,7 @@ async def test_batching_and_interleaving_do_not_change_the_portfolio(settings: S
     """The same input gives the same portfolio, segments included, however it is batched."""
     import random
 
-    from test_ordering import run, sim_records
+    from support.sim import run, sim_records
 
     logs = sim_records(customers=30, days=70, seed=8)
     base = settings.key_prefix

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness import DAY, T0, Harness, ev
+from support.harness import DAY, T0, Harness, ev
 from stream_app.scoring.changes import ChangeTracker, explain_change, rescore_previous
 from stream_app.state.codec import last_change_fields, load_last_change, load_previous, previous_fields
 from stream_app.read.queries import customer_view

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness import DAY, T0, Harness, ev
+from support.harness import DAY, T0, Harness, ev
 
 async def test_activity_windows_slide_with_event_time(h: Harness) -> None:
     items = [

@@ -24,7 +24,7 @@ from stream_app.tools.backtest.render import render
 from stream_app.model.evaluation import DAY_MS, clustered_bootstrap, per_date_auc, roc_auc
 from stream_app.settings import Settings
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import reference  # noqa: E402

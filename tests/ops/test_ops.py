@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from harness import T0, Harness, ev
+from support.harness import T0, Harness, ev
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.testing.faults import InjectedFault

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e import e2e_env, run_cli, wait_handled, worker  # noqa: F401  (fixtures)
+from support.e2e import run_cli, wait_handled
 
 from stream_app.pipeline.clients import redis_client
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
@@ -20,7 +20,6 @@ from stream_app.portfolio.tracker import PortfolioTracker
 from stream_app.settings import Settings
 from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 
-pytestmark = pytest.mark.e2e
 
 
 def live_sums(env: dict[str, str], periods: list[Any]) -> dict[Any, dict[str, dict[str, int]]]:

@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from harness import Harness
-from hostile import T0, Expectation, Msg, apply_order, stream, ts_ms
+from support.harness import Harness
+from support.hostile import T0, Expectation, Msg, apply_order, stream, ts_ms
 from stream_app.core import Record
 from stream_app.settings import Settings
 
@@ -187,7 +187,7 @@ async def test_duplicate_event_id_first_wins(h: Harness) -> None:
     """The same event_id (same customer) is the same event, whatever else differs: the
     first one delivered is applied, later ones only count as duplicates, even when they
     carry another day, another topic or other values."""
-    from harness import DAY, ev
+    from support.harness import DAY, ev
 
     await h.feed([ev("activity", "same", T0, action="login", count=2, duration_s=60)])
     await h.feed(
@@ -211,7 +211,7 @@ async def test_pre_1970_days_are_pruned(settings: Settings, redis_client: Any) -
     """A hostile timestamp before 1970 is a (very) late event: accepted, and its day
     buckets are pruned like any other once newer events arrive (with retention off, so
     the customer is not simply started over)."""
-    from harness import ev
+    from support.harness import ev
 
     h = Harness(settings.model_copy(update={"retention_days": 0}), redis_client)
     await h.feed([ev("surveys", "old", T0.replace(year=1950), survey="nps", score=3)])
@@ -223,7 +223,7 @@ async def test_pre_1970_days_are_pruned(settings: Settings, redis_client: Any) -
 
 
 # --- through the broker: a real worker process ---------------------------------------------
-from test_e2e import e2e_env, wait_handled, worker  # noqa: E402,F401  (fixtures: a worker on the test broker)
+from support.e2e import wait_handled
 
 
 @pytest.mark.e2e
@@ -236,8 +236,8 @@ def test_hostile_messages_through_kafka(e2e_env: dict[str, str], worker: Any) ->
 
     from aiokafka import AIOKafkaProducer
 
-    from hostile import DAY_MS as _DAY
-    from hostile import seeded_stream
+    from support.hostile import DAY_MS as _DAY
+    from support.hostile import seeded_stream
     from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
     from stream_app.read.topics import read_topic

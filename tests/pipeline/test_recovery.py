@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from harness import Harness, ListOutputs
+from support.harness import Harness, ListOutputs
 from stream_app.pipeline.ingest import Ingestor
 from stream_app.settings import Settings
-from test_ordering import sim_records
+from support.sim import sim_records
 
 
 class Crash(Exception):
@@ -251,7 +251,7 @@ async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_fact
     run's does, not the older scoring's the portfolio had."""
     from datetime import datetime, timezone
 
-    from harness import ev
+    from support.harness import ev
     from stream_app.core import Record
 
     jan20 = datetime(2026, 1, 20, 9, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from harness import DAY, T0, Harness, ev
+from support.harness import DAY, T0, Harness, ev
 from stream_app.settings import Settings
 from stream_app.tools.simulator import SimConfig, Simulator
 
