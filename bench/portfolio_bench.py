@@ -183,9 +183,9 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
 
 
 def ing_scorecard(settings: Settings) -> Any:
-    from stream_app.scoring.scorecard import Scorecard
+    from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
 
-    return Scorecard(settings.scorecard())
+    return Scorecard(ScorecardConfig.for_file(settings.scorecard_file))
 
 
 async def portfolio_memory(settings: Settings, client: aioredis.Redis, customers: int) -> dict[str, Any]:

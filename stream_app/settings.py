@@ -18,9 +18,6 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream_app.portfolio.config import PortfolioConfig
-from stream_app.scoring.scorecard import ScorecardConfig
-
 #: Logical input topics; the real names are ``topic_prefix + name``.
 INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
 #: Logical output topics.
@@ -192,14 +189,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    def scorecard(self) -> ScorecardConfig:
-        """The scorecard configuration (``scorecard_file`` or the defaults), validated."""
-        return self.sections.scoring.scorecard()
-
-    def portfolio(self) -> PortfolioConfig:
-        """The portfolio configuration (``portfolio_file`` or the defaults), validated."""
-        return self.sections.portfolio.config()
-
     @property
     def sections(self) -> Sections:
         """The same settings by concern (Kafka, Redis, ingest, scoring, model, portfolio, ops,
@@ -346,9 +335,6 @@ class ScoringSettings(Section):
     score_lanes: int
     score_tick_s: float
 
-    def scorecard(self) -> ScorecardConfig:
-        return ScorecardConfig.from_file(self.scorecard_file) if self.scorecard_file else ScorecardConfig()
-
 
 class ModelSettings(Section):
     """The online churn model, its calibration, champion rule and checkpoints."""
@@ -368,9 +354,6 @@ class PortfolioSettings(Section):
     portfolio_enabled: bool
     portfolio_file: str | None
     risk_alert_threshold: float  # the at-risk line when the portfolio file sets none
-
-    def config(self) -> PortfolioConfig:
-        return PortfolioConfig.from_file(self.portfolio_file) if self.portfolio_file else PortfolioConfig()
 
 
 class OpsSettings(Section):

@@ -21,7 +21,7 @@ from stream_app.portfolio.segment_days import encode_observation
 from stream_app.scoring.aggregates import compute_aggregates
 from stream_app.scoring.alerts import AlertConfig, Trigger, evaluate
 from stream_app.scoring.changes import ChangeTracker
-from stream_app.scoring.scorecard import Scorecard
+from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
 from stream_app.settings import ScoringSettings
 from stream_app.state import layout
 from stream_app.state.codec import (
@@ -53,7 +53,7 @@ class ScoreRules:
     @classmethod
     def of(cls, settings: ScoringSettings, portfolio: PortfolioAssessor, portfolio_enabled: bool) -> ScoreRules:
         return cls(
-            scorecard=Scorecard(settings.scorecard()),
+            scorecard=Scorecard(ScorecardConfig.for_file(settings.scorecard_file)),
             alerts=AlertConfig(risk_enter=settings.risk_alert_threshold, risk_exit=settings.risk_alert_exit),
             portfolio=portfolio,
             windows_days=settings.windows_days,

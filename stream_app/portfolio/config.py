@@ -75,6 +75,11 @@ class PortfolioConfig(BaseModel):
             raise PortfolioConfigError(f"{path}: the top level must be a mapping")
         return cls.load(data)
 
+    @classmethod
+    def for_file(cls, path: str | Path | None) -> PortfolioConfig:
+        """The configuration of ``PORTFOLIO_FILE``, or the defaults when unset."""
+        return cls.from_file(path) if path else cls()
+
 
 def format_config_errors(exc: ValidationError) -> str:
     """One line per error: ``dotted.path[index]: message``.

@@ -107,7 +107,7 @@ class PortfolioTracker(PortfolioAssessor, PortfolioReports):
 
     def __init__(self, settings: Settings, config: PortfolioConfig | None = None) -> None:
         self.settings = settings
-        cfg = config or settings.portfolio()
+        cfg = config or PortfolioConfig.for_file(settings.portfolio_file)
         PortfolioAssessor.__init__(self, cfg, cfg.risk_threshold or settings.risk_alert_threshold)
         self.keys = PortfolioKeys(settings.key_prefix)
         self.names = Keys(settings.key_prefix)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from stream_app.core import DAY_MS, text
 from stream_app.scoring.aggregates import CustomerAggregates, compute_aggregates
 from stream_app.scoring.alerts import trend
-from stream_app.scoring.scorecard import Scorecard
+from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
 from stream_app.settings import Settings
 from stream_app.state import layout
 from stream_app.state.codec import health_score, last_alerts, load_last_change, score_history, stored_reasons
@@ -251,7 +251,7 @@ async def customer_detail(store: StateStore, settings: Settings, customer_id: st
     now_ms = int(main.get(layout.LAST_EVENT, "0"))
     agg = compute_aggregates(raw, now_ms, settings.windows_days)
     view = CustomerView(customer_id=customer_id, health=health_of(main), aggregates=agg)
-    result = Scorecard(settings.scorecard()).score(agg)
+    result = Scorecard(ScorecardConfig.for_file(settings.scorecard_file)).score(agg)
     weights = {v: k for k, v in settings.priority_weights.items()}
     tickets = []
     for field, value in raw.tickets.items():  # field "k<digest>", value "state,opened,last,weight"

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from redis.exceptions import ResponseError
 
 from stream_app.core import DAY_MS, text
+from stream_app.scoring.scorecard import ScorecardConfig
 from stream_app.settings import Settings
 from stream_app.state import layout
 from stream_app.state.layout import customer_of_main_key
@@ -189,7 +190,7 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
     """
     started = time.perf_counter()
     prefix = settings.key_prefix
-    card = settings.scorecard()
+    card = ScorecardConfig.for_file(settings.scorecard_file)
     wm = await store.watermark()
     now_ms = wm if wm is not None and wm >= 0 else None
     day = now_ms // DAY_MS if now_ms is not None else None

@@ -252,6 +252,11 @@ class ScorecardConfig(BaseModel):
             data["factors"] = _merge_factors(_default_factors(), data["factors"])
         return cls.model_validate(data)
 
+    @classmethod
+    def for_file(cls, path: str | Path | None) -> "ScorecardConfig":
+        """The configuration of ``SCORECARD_FILE``, or the defaults when unset."""
+        return cls.from_file(path) if path else cls()
+
     def band(self, score: float) -> Band:
         if score >= self.green_min:
             return "green"
