@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     watchdog_interval_s: float = Field(default=2.0, gt=0, description="Watchdog: seconds between checks")
     watchdog_exit: bool = Field(default=True, description="Watchdog: exit the process (for the supervisor to restart it)")
     watchdog_exit_code: int = Field(default=70, ge=1, le=255, description="Exit status of a watchdog exit (70: EX_SOFTWARE)")
-    # Test-only fault injection (stream_app/faults.py): never set in production.
+    # Test-only fault injection (stream_app/testing/faults.py): never set in production.
     fault_freeze_marker: str | None = Field(
         default=None, description="TEST ONLY: a batch holding a record that contains this text blocks its agent forever"
     )
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         default=None, description="TEST ONLY: a batch holding a record that contains this text crashes its agent"
     )
 
-    # --- Dashboard (stream_app/web.py) ---------------------------------------------------
+    # --- Dashboard (stream_app/web/dashboard.py) -----------------------------------------------
     dashboard_enabled: bool = Field(default=True, description="Serve the dashboard on the worker's web server")
     dashboard_refresh_s: float = Field(
         default=15.0, ge=1, description="Portfolio tiles and band index: a full pass at most this often (background)"

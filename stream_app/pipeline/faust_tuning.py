@@ -22,7 +22,7 @@ Neither changes consumer-group membership, offsets, acks or commits.
     install(app, tuning)          # before the worker starts
 
 ``install`` refuses a transport it does not know rather than silently doing nothing, and
-``tests/test_faust_tuning.py`` fails when Faust's copied method changes upstream.
+``tests/pipeline/test_faust_tuning.py`` fails when Faust's copied method changes upstream.
 """
 
 from __future__ import annotations

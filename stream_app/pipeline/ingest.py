@@ -73,7 +73,7 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         model: ModelHolder | None = None,
         inline_learner: bool = True,
-        observer: PipelineObserver | None = None,  # ops: metrics and watchdog (stream_app/ops.py)
+        observer: PipelineObserver | None = None,  # ops: metrics and watchdog (stream_app/ops/health.py)
     ) -> None:
         self.observer = observer
         self.store = store

@@ -104,7 +104,7 @@ def score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: tuple[
     )
     cancelled = agg.subscription_status == "cancelled"
     # issue 8, change explanations: alerts (and snapshots that moved) carry what changed
-    # since the previous published score (``changes.py``; computed only when carried)
+    # since the previous published score (``scoring.changes``; computed only when carried)
     changes = ChangeTracker(main, rules.scorecard, agg.plan, health)
     # a customer who already cancelled is not "at risk": the state moves on, nobody is paged
     if cancelled:

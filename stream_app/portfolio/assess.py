@@ -109,7 +109,7 @@ class PortfolioAssessor:
     def from_outbox(customer_id: str, raw: RawCustomerState,
                     scorings: Sequence[tuple[int, ScoreFacts, dict[str, float]]]) -> PortfolioItem:
         """Scorings whose state was saved before a crash but whose month facts never reached
-        the portfolio (they rode in the outbox, see ``Scorer.score_one``), in scoring order;
+        the portfolio (they rode in the outbox, see ``pipeline.score.score_one``), in scoring order;
         ``raw``: the customer's current state. Merged ahead of the customer's re-scorings."""
         scores = {month_of(k): sf for k, sf, _ in scorings}
         obs = tuple((k, customer_id, month_of(k), f, False) for k, _, f in scorings)

@@ -102,7 +102,7 @@ async def model_summary(store: StateStore, settings: Settings) -> dict[str, Any]
     return summary
 
 
-# --- dashboard read side (stream_app/web.py) -------------------------------------------------
+# --- dashboard read side (stream_app/web/dashboard.py) ---------------------------------------------
 #: Main-hash fields a list row needs (the sparkline's ``h<day>`` fields are appended).
 _ROW_FIELDS = (layout.HEALTH_SCORE, layout.HEALTH_BAND, layout.CHURN_P, layout.MRR, *layout.REASON_FIELDS,
                layout.MODEL_VERSION_FIELD, layout.STATUS)

@@ -205,7 +205,7 @@ def encode_for_script(e: InputEvent, partition: int, offset: int, priority_weigh
 
 
 # --- change memory: the previous published score and the latest explained change ------------------
-#: The raw signals kept with the previous score (``scoring.signals_from`` keys), in order.
+#: The raw signals kept with the previous score (``scoring.scorecard.signals_from`` keys), in order.
 SIGNALS: tuple[str, ...] = (
     "activity_vs_baseline", "active_days_share_30d", "days_since_last_activity", "features_30d", "active_users_30d",
     "nps_mean_90d", "csat_90d", "open_ticket_load", "reopened_30d", "ticket_load_30d",

@@ -2,7 +2,7 @@
 
 Python code spells none of these names itself: it imports them from here. The Lua scripts
 (``state/lua/*.lua``) use the names they must; the portfolio pass's script
-(``read/tiles.py``) is given its field names as arguments, and ``tests/state`` checks that
+(``read/tiles.py``) is given its field names as arguments, and ``tests/test_structure.py`` checks that
 every field the Lua writes and Python reads appears in the Lua under the same name.
 
 Keys (``{prefix}`` is ``KEY_PREFIX``; every key of one customer shares one hash tag, so a
