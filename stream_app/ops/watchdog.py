@@ -49,12 +49,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-TP = tuple[str, int]
+from stream_app.core import TP
+
 Status = Literal["ok", "degraded", "stalled", "crashed"]
 
 
 class RecordLike(Protocol):
-    """What the watchdog reads of a record (``stream_app.pipeline.ingest.Record``)."""
+    """What the watchdog reads of a record (``stream_app.core.Record``)."""
 
     @property
     def topic(self) -> str: ...

@@ -46,7 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-TP = tuple[str, int]
+from stream_app.core import TP
+
 T = TypeVar("T")
 
 #: sorts after every real event time: the watermark of a group whose partitions all caught up

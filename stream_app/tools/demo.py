@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from stream_app.core import DAY_MS
 from stream_app.pipeline.clients import redis_client
 from stream_app.read.queries import riskiest
 from stream_app.settings import Settings, all_topics
@@ -126,7 +127,7 @@ async def produce_simulation(
                 break
             if t0_sim is None:
                 t0_sim = ev.ts_ms
-            due = (ev.ts_ms - t0_sim) / 86_400_000 / speed
+            due = (ev.ts_ms - t0_sim) / DAY_MS / speed
             ahead = due - (time.monotonic() - t0_wall)
             if ahead > 0:
                 await asyncio.sleep(ahead)
