@@ -6,7 +6,7 @@ consumer group, counts records and reports progress through a ``meter.Meter`` st
 * ``raw``: an aiokafka consumer, ``getmany`` in a loop, no processing, no commits;
 * ``faust``: a Faust worker with one agent per input topic (the product's shape) that only
   counts, with acks and offset commits as usual. ``--tuned`` applies consumer and stream
-  settings (``stream_app.faust_tuning``) and may batch with ``take_events``.
+  settings (``stream_app.pipeline.faust_tuning``) and may batch with ``take_events``.
 
     python bench/ceilings.py raw   --bootstrap 127.0.0.1:9092 --topics a,b --expect N --status s.json
     python bench/ceilings.py faust --broker kafka://127.0.0.1:9092 --topics a,b --expect N --status s.json [--tuned]
@@ -64,7 +64,7 @@ def faust_count(broker: str, topics: list[str], expect: int, status: str, tuning
                 rebalance_timeout: float) -> None:
     import faust
 
-    from stream_app.faust_tuning import FaustTuning, install
+    from stream_app.pipeline.faust_tuning import FaustTuning, install
 
     conf = dict(tuning or {})
     take = int(conf.pop("take", 0) or 0)  # type: ignore[call-overload]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream_app.embedded import free_port  # noqa: E402
+from stream_app.tools.embedded import free_port  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
-from stream_app.state import CustomerKeys  # noqa: E402
+from stream_app.state.layout import CustomerKeys  # noqa: E402
 
 DAY = 20_500  # an event-time day (2026-02-16)
 
@@ -80,8 +80,8 @@ async def timed(client: object, path: str, repeat: int) -> tuple[float, float]:
 async def bench(redis_url: str, prefix: str, n: int, repeat: int) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from stream_app.tiles import scan_portfolio
-    from stream_app.web import PORTFOLIO, PREFIX, standalone_app
+    from stream_app.read.tiles import scan_portfolio
+    from stream_app.web.dashboard import PORTFOLIO, PREFIX, standalone_app
 
     # no background refresh during the timings: the bench runs the pass itself
     settings = Settings(_env_file=None, redis_url=redis_url, key_prefix=prefix, broker_url=None, dashboard_refresh_s=3600)

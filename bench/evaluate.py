@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import Stack  # noqa: E402
 
-from stream_app.evaluation import alert_metrics  # noqa: E402
-from stream_app.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
+from stream_app.model.evaluation import alert_metrics  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
 
 DAY = 86_400_000
 

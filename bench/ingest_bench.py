@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import Stack, git_commit, percentile  # noqa: E402
 
-from stream_app.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
 
 
 async def memory_per_customer(stack: Stack, ids: list[str]) -> list[int]:
-    from stream_app.app import redis_client
-    from stream_app.state import StateStore
+    from stream_app.pipeline.clients import redis_client
+    from stream_app.state.store import StateStore
 
     client = redis_client(stack.settings)
     try:

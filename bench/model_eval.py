@@ -32,15 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference import ReferenceFit, fit_reference  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from stream_app.backtest import (  # noqa: E402
-    History,
-    RunResult,
-    backtest_settings,
-    comparison,
-    first_scores,
-    render_comparison,
-    run_sync,
-)
+from stream_app.tools.backtest.history import History
+from stream_app.tools.backtest.run import backtest_settings, run_sync, RunResult
+from stream_app.tools.backtest.report import comparison, first_scores
+from stream_app.tools.backtest.render import render_comparison
 from stream_app.settings import Settings  # noqa: E402
 
 REFERENCE = "batch reference"

@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import time
 
-from stream_app.ingest import Record
-from stream_app.ops import Ops
+from stream_app.core import Record
+from stream_app.ops.health import Ops
 from stream_app.settings import Settings
 
 

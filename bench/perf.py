@@ -6,7 +6,7 @@ from offset 0 in a new consumer group (the product stages with a fresh Redis key
 
   ceiling raw            aiokafka ``getmany``, no processing                 (bench/ceilings.py)
   ceiling faust          a minimal Faust agent that only counts: Faust's defaults, Faust's
-                         settings tuned, and tuned + stream_app.faust_tuning  (bench/ceilings.py)
+                         settings tuned, and tuned + stream_app.pipeline.faust_tuning  (bench/ceilings.py)
   naive reference        the job written the way a newcomer would           (bench/naive_pipeline.py)
   product 1 worker       ``stream-app worker``: real agents, Redis, model, alerts; events/s,
                          CPU s per 1k events (psutil on the worker), start-up, and a py-spy profile
@@ -62,7 +62,8 @@ from meter import cpu_per_1k, read_status, sustained_rate  # noqa: E402
 from stack import FAST_GROUP_ENV, Services, Stack, delete_keys, git_commit, percentile  # noqa: E402
 
 from stream_app.settings import INPUT_TOPICS, Settings  # noqa: E402
-from stream_app.simulator import DAY_MS, SimConfig, Simulator  # noqa: E402
+from stream_app.core import DAY_MS  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator  # noqa: E402
 
 STAGES = ("raw", "faust_default", "faust_settings", "faust_tuned", "naive", "product_1w", "latency",
           "product_untuned", "product_2w", "memory")
@@ -152,7 +153,7 @@ def head_lines(src: Path, dst: Path, skip: int, count: int) -> int:
 
 
 async def produce(path: Path, settings: Settings) -> tuple[int, float]:
-    from stream_app.replay import replay
+    from stream_app.tools.replay import replay
 
     report = await replay(path, settings)
     if report.unroutable:
@@ -491,8 +492,8 @@ def latency_phases(services: Services, cfg: Config, run: str, key_prefix: str, d
 
 
 async def ensure_all_topics(settings: Settings) -> None:
-    from stream_app.cli import all_topics
-    from stream_app.embedded import ensure_topics
+    from stream_app.settings import all_topics
+    from stream_app.tools.embedded import ensure_topics
 
     await ensure_topics(settings.bootstrap_servers(), all_topics(settings), settings.topic_replication,
                         settings.kafka_client_kwargs())

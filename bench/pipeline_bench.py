@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import git_commit  # noqa: E402
 
-from stream_app.app import redis_client  # noqa: E402
-from stream_app.backtest import _delete_prefix, run_pipeline, scan_history  # noqa: E402
-from stream_app.embedded import EmbeddedRedis, redis_reachable  # noqa: E402
+from stream_app.pipeline.clients import redis_client  # noqa: E402
+from stream_app.tools.backtest.run import _delete_prefix, run_pipeline  # noqa: E402
+from stream_app.tools.backtest.history import scan_history  # noqa: E402
+from stream_app.tools.embedded import EmbeddedRedis, redis_reachable  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
-from stream_app.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl  # noqa: E402
 
 
 async def redis_cpu_s(client: object) -> float:

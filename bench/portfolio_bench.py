@@ -37,15 +37,16 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stream_app.aggregates import compute_aggregates  # noqa: E402
-from stream_app.ingest import Ingestor, Record  # noqa: E402
-from stream_app.kpi_batch import EVENT_FIELDS, reference_sums  # noqa: E402
-from stream_app.periods import month_of  # noqa: E402
-from stream_app.portfolio import PortfolioTracker  # noqa: E402
-from stream_app.scorer import ModelHolder  # noqa: E402
+from stream_app.scoring.aggregates import compute_aggregates  # noqa: E402
+from stream_app.pipeline.ingest import Ingestor  # noqa: E402
+from stream_app.core import Record  # noqa: E402
+from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums  # noqa: E402
+from stream_app.portfolio.periods import month_of  # noqa: E402
+from stream_app.portfolio.tracker import PortfolioTracker  # noqa: E402
+from stream_app.model.checkpoints import ModelHolder  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
-from stream_app.simulator import SimConfig, Simulator  # noqa: E402
-from stream_app.state import StateStore  # noqa: E402
+from stream_app.tools.simulator import SimConfig, Simulator  # noqa: E402
+from stream_app.state.store import StateStore  # noqa: E402
 
 
 #: set by SIGTERM/SIGINT: the stream stops at the next batch and the run's keys are deleted
@@ -124,13 +125,13 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
     wm = await store.watermark()
     tracker = PortfolioTracker(settings.model_copy(update={"key_prefix": settings.key_prefix + "micro:"}))
     scorecard = ing_scorecard(settings)
-    model = ModelHolder(settings)
+    model = ModelHolder(settings.sections.model, settings.key_prefix)
     prepared = []
     for raw in raws:
         now_ms = min(int(raw.main["lts"]), wm or int(raw.main["lts"]))
         agg = compute_aggregates(raw, now_ms, settings.windows_days)
         health = scorecard.score(agg)
-        from stream_app.model import features_from
+        from stream_app.model.churn import features_from
 
         served = await model.for_day(client, now_ms // 86_400_000)
         p, _ = served.predict_one(features_from(health.signals, health.score))
@@ -160,7 +161,7 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
             pure.append(t_pure / len(chunk))
             (full_changed if rep % 2 == 1 else full).append((t_full + t_pure) / len(chunk))
     # the records alone (facts from state + encode), without Redis
-    from stream_app.portfolio import Meta
+    from stream_app.portfolio.tracker import Meta
 
     meta = Meta(rolled={"month": month_of(wm or 0)})
     t = time.perf_counter()
@@ -182,9 +183,9 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
 
 
 def ing_scorecard(settings: Settings) -> Any:
-    from stream_app.scoring import Scorecard
+    from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
 
-    return Scorecard(settings.scorecard())
+    return Scorecard(ScorecardConfig.for_file(settings.scorecard_file))
 
 
 async def portfolio_memory(settings: Settings, client: aioredis.Redis, customers: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ The question it answers: is the served (online, streaming) churn probability as 
 plain batch model an analyst would build from the same events? The book's recipe, kept plain:
 
 * observations: per weekly observation date, each active customer (the *same* dates and the
-  same population as the backtest's comparison: ``stream_app.backtest.observation_rows``);
+  same population as the backtest's comparison: ``stream_app.tools.backtest.report.observation_rows``);
 * behavioural metrics: per action name, the ``count`` summed over the 28 days ending at the
   date (``cs.activity``), log-transformed (``log1p``: counts are heavy-tailed), plus tenure;
 * standardised (``StandardScaler``), logistic regression (default ``C``, ``max_iter=1000``);
@@ -34,19 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas import ActivityEvent  # noqa: E402
 
-from stream_app.backtest import (  # noqa: E402
-    WEEK_MS,
-    History,
-    Observation,
-    _open_lines,
-    first_test_index,
-    observation_dates,
-    observation_rows,
-    scan_history,
-)
-from stream_app.decoding import decode  # noqa: E402
-from stream_app.evaluation import DAY_MS, roc_auc  # noqa: E402
-from stream_app.replay import route  # noqa: E402
+from stream_app.tools.backtest.history import _open_lines, History, scan_history, WEEK_MS
+from stream_app.tools.backtest.report import first_test_index, Observation, observation_dates, observation_rows
+from stream_app.pipeline.decoding import decode  # noqa: E402
+from stream_app.model.evaluation import DAY_MS, roc_auc  # noqa: E402
+from stream_app.tools.replay import route  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 
 WINDOW_DAYS = 28

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
+from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
 from stream_app.settings import Settings
 
 #: Consumer-group timing for throwaway workers (start-up ~6-8 s instead of a minute).
@@ -134,7 +134,7 @@ class Stack:
         started = []
         for _ in range(n):
             log = open(self.tmp / f"worker{len(self.workers)}.log", "ab")  # noqa: SIM115
-            cmd = os.environ.get("BENCH_WORKER_CMD", f"{sys.executable} -m stream_app.cli worker").split()
+            cmd = os.environ.get("BENCH_WORKER_CMD", f"{sys.executable} -m stream_app.tools.cli worker").split()
             proc = subprocess.Popen(cmd, env={**self.env, **(env or {})},
                                     stdout=log, stderr=subprocess.STDOUT)
             self.workers.append(proc)
@@ -161,7 +161,7 @@ class Stack:
 
     def replay(self, path: Path, rate: float | None = None) -> str:
         """``stream-app replay`` in a subprocess; returns its last line of output."""
-        args = [sys.executable, "-m", "stream_app.cli", "replay", str(path)]
+        args = [sys.executable, "-m", "stream_app.tools.cli", "replay", str(path)]
         if rate:
             args += ["--rate", str(rate)]
         out = subprocess.run(args, env=self.env, capture_output=True, text=True, check=True)
@@ -169,7 +169,7 @@ class Stack:
 
     def replay_async(self, path: Path, rate: float | None = None) -> subprocess.Popen[str]:
         """Like ``replay`` but returns the running process (a paced producer next to a worker)."""
-        args = [sys.executable, "-m", "stream_app.cli", "replay", str(path)]
+        args = [sys.executable, "-m", "stream_app.tools.cli", "replay", str(path)]
         if rate:
             args += ["--rate", str(rate)]
         return subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -178,8 +178,8 @@ class Stack:
         return asyncio.run(self._handled())
 
     async def _handled(self) -> int:
-        from stream_app.app import redis_client
-        from stream_app.state import StateStore
+        from stream_app.pipeline.clients import redis_client
+        from stream_app.state.store import StateStore
 
         client = redis_client(self.settings)
         try:
@@ -204,7 +204,7 @@ class Stack:
 
     async def read_topic(self, logical: str) -> list[dict[str, Any]]:
         """Every message of an output topic, from the beginning."""
-        from stream_app.topic_reader import read_topic
+        from stream_app.read.topics import read_topic
 
         return await read_topic(self.settings.bootstrap_servers(), self.settings.topic(logical))
 
@@ -237,7 +237,7 @@ class Stack:
 
 async def delete_keys(settings: Settings, prefix: str) -> int:
     """Delete every key starting with ``prefix`` (SCAN + DEL in chunks); returns how many."""
-    from stream_app.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     if not prefix or "*" in prefix:
         raise ValueError(f"refusing to delete keys for prefix {prefix!r}")

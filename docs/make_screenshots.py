@@ -55,8 +55,8 @@ async def shoot(url: str, out: Path, wait_rows: int = 10) -> str:
 
 async def wait_handled(settings: object, produced: int, timeout_s: float = 1800) -> None:
     """Until the worker has handled everything produced (its partition progress in Redis)."""
-    from stream_app.app import redis_client
-    from stream_app.state import StateStore
+    from stream_app.pipeline.clients import redis_client
+    from stream_app.state.store import StateStore
 
     client = redis_client(settings)  # type: ignore[arg-type]
     store = StateStore(client, settings)  # type: ignore[arg-type]
@@ -81,14 +81,14 @@ async def main() -> int:
 
     import redis
 
-    from stream_app.cli import all_topics
-    from stream_app.demo import (
+    from stream_app.settings import all_topics
+    from stream_app.tools.demo import (
         DemoStats,
         produce_simulation,
         start_worker,
         stop_process,
     )
-    from stream_app.embedded import EmbeddedBroker, ensure_topics, free_port
+    from stream_app.tools.embedded import EmbeddedBroker, ensure_topics, free_port
     from stream_app.settings import Settings
 
     broker = None

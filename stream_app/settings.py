@@ -11,15 +11,12 @@ describes a deployment. Secrets are ``SecretStr`` so they never reach logs or
 
 from __future__ import annotations
 
+import ssl
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from .portfolio_config import PortfolioConfig
-    from .scoring import ScorecardConfig
 
 #: Logical input topics; the real names are ``topic_prefix + name``.
 INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscriptions")
@@ -142,7 +139,7 @@ class Settings(BaseSettings):
     watchdog_interval_s: float = Field(default=2.0, gt=0, description="Watchdog: seconds between checks")
     watchdog_exit: bool = Field(default=True, description="Watchdog: exit the process (for the supervisor to restart it)")
     watchdog_exit_code: int = Field(default=70, ge=1, le=255, description="Exit status of a watchdog exit (70: EX_SOFTWARE)")
-    # Test-only fault injection (stream_app/faults.py): never set in production.
+    # Test-only fault injection (stream_app/testing/faults.py): never set in production.
     fault_freeze_marker: str | None = Field(
         default=None, description="TEST ONLY: a batch holding a record that contains this text blocks its agent forever"
     )
@@ -150,7 +147,7 @@ class Settings(BaseSettings):
         default=None, description="TEST ONLY: a batch holding a record that contains this text crashes its agent"
     )
 
-    # --- Dashboard (stream_app/web.py) ---------------------------------------------------
+    # --- Dashboard (stream_app/web/dashboard.py) -----------------------------------------------
     dashboard_enabled: bool = Field(default=True, description="Serve the dashboard on the worker's web server")
     dashboard_refresh_s: float = Field(
         default=15.0, ge=1, description="Portfolio tiles and band index: a full pass at most this often (background)"
@@ -192,17 +189,11 @@ class Settings(BaseSettings):
             )
         return self
 
-    def scorecard(self) -> "ScorecardConfig":
-        """The scorecard configuration (``scorecard_file`` or the defaults), validated."""
-        from .scoring import ScorecardConfig
-
-        return ScorecardConfig.from_file(self.scorecard_file) if self.scorecard_file else ScorecardConfig()
-
-    def portfolio(self) -> "PortfolioConfig":
-        """The portfolio configuration (``portfolio_file`` or the defaults), validated."""
-        from .portfolio_config import PortfolioConfig
-
-        return PortfolioConfig.from_file(self.portfolio_file) if self.portfolio_file else PortfolioConfig()
+    @property
+    def sections(self) -> Sections:
+        """The same settings by concern (Kafka, Redis, ingest, scoring, model, portfolio, ops,
+        web): each component takes the section it needs."""
+        return Sections.of(self)
 
     # --- derived -----------------------------------------------------------------------
     @property
@@ -235,8 +226,6 @@ class Settings(BaseSettings):
         """Security options for aiokafka clients (admin, producer, consumer)."""
         kw: dict[str, object] = {"security_protocol": self.broker_security_protocol}
         if self.broker_security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
             ctx = ssl.create_default_context(cafile=self.broker_ssl_cafile)
             if self.broker_ssl_certfile:
                 ctx.load_cert_chain(self.broker_ssl_certfile, self.broker_ssl_keyfile)
@@ -265,6 +254,163 @@ class Settings(BaseSettings):
             if d.get(k):
                 d[k] = redact_url(str(d[k]))
         return d
+
+
+# --- sections: typed, frozen views of the settings, one per concern --------------------------------
+S = TypeVar("S", bound="Section")
+
+
+class Section(BaseModel):
+    """A frozen view of some settings (same names, same values: the environment variables are
+    the ``Settings`` fields')."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    @classmethod
+    def of(cls: type[S], settings: Settings) -> S:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+
+class KafkaSettings(Section):
+    broker_url: str | None
+    broker_security_protocol: SecurityProtocol
+    broker_sasl_mechanism: SaslMechanism
+    broker_sasl_username: str | None
+    broker_sasl_password: SecretStr | None
+    broker_ssl_cafile: str | None
+    broker_ssl_certfile: str | None
+    broker_ssl_keyfile: str | None
+    topic_prefix: str
+    topic_partitions: int
+    topic_replication: int
+    app_id: str
+    rebalance_timeout_s: float
+    session_timeout_s: float
+    heartbeat_interval_s: float
+    commit_interval_s: float
+    consumer_fetch_max_wait_ms: int
+    faust_fast_drain: bool
+    batch_max: int
+    batch_within_s: float
+
+    def topic(self, logical: str) -> str:
+        return f"{self.topic_prefix}{logical}"
+
+
+class RedisSettings(Section):
+    redis_url: str | None
+    redis_username: str | None
+    redis_password: SecretStr | None
+    redis_ssl_ca_certs: str | None
+    key_prefix: str
+    redis_retry_max_s: float
+
+
+class IngestSettings(Section):
+    """Ingestion and the per-customer state's bounds."""
+
+    windows_days: list[int]
+    top_actions: int
+    dedupe_days: int
+    max_message_bytes: int
+    future_tolerance_hours: float
+    retention_days: int
+    ticket_retention_days: int
+    max_open_tickets: int
+    max_tracked_users: int
+    priority_weights: dict[str, int]
+
+
+class ScoringSettings(Section):
+    """Health scoring, alerts, score publishing, change explanations, label snapshots."""
+
+    windows_days: list[int]
+    scorecard_file: str | None
+    risk_alert_threshold: float
+    risk_alert_exit: float
+    score_publish_delta: float
+    change_explain_delta: float
+    snapshot_every_days: int
+    label_horizon_days: int
+    score_lanes: int
+    score_tick_s: float
+
+
+class ModelSettings(Section):
+    """The online churn model, its calibration, champion rule and checkpoints."""
+
+    model_min_labels: int
+    model_min_positives: int
+    model_learning_rate: float
+    model_champion_window: int
+    model_champion_margin: float
+    model_calibration: bool
+    model_lag_days: int
+    label_horizon_days: int
+    label_resolve_interval_s: float
+
+
+class PortfolioSettings(Section):
+    portfolio_enabled: bool
+    portfolio_file: str | None
+    risk_alert_threshold: float  # the at-risk line when the portfolio file sets none
+
+
+class OpsSettings(Section):
+    """Metrics, health and the watchdog; test-only fault injection."""
+
+    stall_after_s: float
+    watchdog_grace_s: float
+    watchdog_interval_s: float
+    watchdog_exit: bool
+    watchdog_exit_code: int
+    log_level: str
+    fault_freeze_marker: str | None
+    fault_crash_marker: str | None
+
+
+class WebSettings(Section):
+    web_port: int
+    web_enabled: bool
+    web_token: SecretStr | None
+    dashboard_enabled: bool
+    dashboard_refresh_s: float
+    dashboard_alert_backlog: int
+    dashboard_score_backlog: int
+
+
+class Sections(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kafka: KafkaSettings
+    redis: RedisSettings
+    ingest: IngestSettings
+    scoring: ScoringSettings
+    model: ModelSettings
+    portfolio: PortfolioSettings
+    ops: OpsSettings
+    web: WebSettings
+
+    #: every ``Settings`` field belongs to at least one section (checked by the tests)
+    KINDS: ClassVar[tuple[type[Section], ...]] = (KafkaSettings, RedisSettings, IngestSettings, ScoringSettings,
+                                                 ModelSettings, PortfolioSettings, OpsSettings, WebSettings)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Sections:
+        return cls(kafka=KafkaSettings.of(settings), redis=RedisSettings.of(settings),
+                   ingest=IngestSettings.of(settings), scoring=ScoringSettings.of(settings),
+                   model=ModelSettings.of(settings), portfolio=PortfolioSettings.of(settings),
+                   ops=OpsSettings.of(settings), web=WebSettings.of(settings))
+
+
+def all_topics(settings: Settings) -> dict[str, int]:
+    """Every topic the deployment uses (real name -> partitions), to create them."""
+    topics = {settings.topic(t): settings.topic_partitions for t in INPUT_TOPICS}
+    topics.update({settings.topic(t): settings.topic_partitions for t in ("alerts", "scores")})
+    topics[settings.topic("deadletter")] = 1
+    topics[settings.topic(EXAMPLES_TOPIC)] = 1  # one partition: one learner, one model
+    assert set(OUTPUT_TOPICS) <= {t[len(settings.topic_prefix) :] for t in topics}
+    return topics
 
 
 def redact_url(url: str) -> str:

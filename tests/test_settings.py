@@ -46,7 +46,7 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch, env: d
 def test_sasl_scram_and_tls_are_expressible(tmp_path: Path) -> None:
     import faust
 
-    from stream_app.app import broker_credentials
+    from stream_app.pipeline.clients import broker_credentials
 
     s = Settings(
         _env_file=None,
@@ -81,7 +81,7 @@ def test_secrets_never_printed() -> None:
 
 
 def test_redis_client_options_from_settings() -> None:
-    from stream_app.app import redis_client
+    from stream_app.pipeline.clients import redis_client
 
     s = Settings(_env_file=None, redis_url="rediss://r:6380/1", redis_username="svc", redis_password="pw")
     client = redis_client(s)
@@ -103,3 +103,18 @@ def test_docker_compose_is_consistent_with_settings() -> None:
     host = s.redis_url.split("//")[1].split(":")[0]  # type: ignore[union-attr]
     assert host in services and s.bootstrap_servers()[0].split(":")[0] in services
     assert (ROOT / services["worker"]["build"] / "Dockerfile").exists()
+
+
+def test_every_setting_is_in_a_section_with_the_same_value() -> None:
+    from stream_app.settings import Sections
+
+    s = Settings(_env_file=None, topic_prefix="acme.", model_lag_days=3, web_token="t0k3n")
+    fields = set(Settings.model_fields)
+    assert fields == set().union(*(set(kind.model_fields) for kind in Sections.KINDS))
+    for section in s.sections.model_dump(round_trip=True):
+        view = getattr(s.sections, section)
+        for name in type(view).model_fields:
+            assert getattr(view, name) == getattr(s, name), (section, name)
+    assert s.sections.kafka.topic("activity") == "acme.activity" and s.sections.model.model_lag_days == 3
+    with pytest.raises(ValidationError):
+        s.sections.model.model_lag_days = 5  # type: ignore[misc]

@@ -1,0 +1,2 @@
+"""Operations inside the worker: Prometheus metrics, ``/health``, the watchdog, the HTTP token.
+"""

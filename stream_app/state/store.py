@@ -1,0 +1,331 @@
+"""Per-customer rolling state in Redis: the atomic update, the reads, progress bookkeeping.
+
+Key and field names: :mod:`stream_app.state.layout`; what is encoded how:
+:mod:`stream_app.state.codec`.
+
+Exactly-once effects: each customer's batch is applied by one Lua script that also checks
+and records, atomically, the source (partition, offset) per topic and the event_id digest.
+A redelivered message (crash, restart, rebalance) is recognised by its offset, a re-sent
+one by its event_id, so neither is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from schemas import InputEvent
+from stream_app.core import DAY_MS, RawCustomerState, text
+from stream_app.settings import Settings
+from stream_app.state import layout
+from stream_app.state.codec import ScoreSave, encode_for_script
+from stream_app.state.layout import CustomerKeys, Keys
+
+log = logging.getLogger(__name__)
+
+APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SourcedEvent:
+    """A validated event and where it came from (for offset bookkeeping)."""
+
+    event: InputEvent
+    topic: str
+    partition: int
+    offset: int
+
+    def for_script(self, priority_weights: dict[str, int]) -> list[Any]:
+        """The compact tuple the Lua script reads."""
+        return encode_for_script(self.event, self.partition, self.offset, priority_weights)
+
+
+def _pairs(flat: Sequence[bytes | str]) -> dict[str, str]:
+    """A flat ``HGETALL`` reply from a script (field, value, field, value...) as a str dict.
+
+    >>> _pairs([b"n", b"3", "hs", "710"])
+    {'n': '3', 'hs': '710'}
+    """
+    # decoded in one pass: this runs for every field of every scored event
+    items = [v.decode() if type(v) is bytes else v for v in flat]
+    return dict(zip(items[::2], items[1::2]))
+
+
+class StateStore:
+    """Reads and atomically updates customer state; tracks partition progress."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.names = Keys(self.prefix)
+        self._script_src = resources.files("stream_app.state").joinpath("lua/apply_events.lua").read_text()
+        self._sha: str | None = None
+        self._static_argv = [
+            settings.max_window_days,
+            settings.dedupe_days,
+            settings.top_actions,
+            settings.ticket_retention_days,
+            settings.max_open_tickets,
+            settings.max_tracked_users,
+        ]
+        self._retention_ms = settings.retention_days * DAY_MS
+
+    def keys(self, customer_id: str) -> CustomerKeys:
+        return self.names.customer(customer_id)
+
+    async def _load_script(self) -> str:
+        if self._sha is None:
+            self._sha = await self.redis.script_load(self._script_src)
+        return self._sha
+
+    async def apply(self, events: Sequence[SourcedEvent]) -> list[int]:
+        """Apply validated events; returns one status per event (input order).
+
+        Events are grouped by customer (order kept within a customer) and each group is
+        one atomic script call; all groups go in one pipelined round trip.
+        """
+        if not events:
+            return []
+        groups: dict[str, list[int]] = {}
+        for i, se in enumerate(events):
+            groups.setdefault(se.event.customer_id, []).append(i)
+        sha = await self._load_script()
+        weights = self.settings.priority_weights
+        calls = []
+        for cid, idx in groups.items():
+            payload = orjson.dumps([events[i].for_script(weights) for i in idx])
+            calls.append((self.keys(cid).script_keys(), payload))
+        # newest event time applied anywhere (the read side's "now"), in the same round trip
+        newest = max(se.event.ts_ms for se in events)
+        try:
+            results = await self._run(sha, calls, newest)
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load again once
+            self._sha = None
+            results = await self._run(await self._load_script(), calls, newest)
+        out = [0] * len(events)
+        for idx, res in zip(groups.values(), results):
+            for i, status in zip(idx, res):
+                out[i] = int(status)
+        return out
+
+    async def _run(self, sha: str, calls: list[tuple[list[str], bytes]], newest_ms: int) -> list[list[int]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, payload in calls:
+            pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload, b"", self._retention_ms)
+        pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
+        results = await pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, Exception):  # NoScriptError included: the caller reloads the script
+                raise r
+        return results[:-1]
+
+    async def apply_and_read(
+        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]],
+        before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (), read: bool = True,
+    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
+        """One scoring round, one round trip: ``before`` (index updates that must precede the
+        saves), then per customer: save the score state of its previous event and apply its
+        next events (one atomic script) and read its state; and the outboxes of ``outbox_of``.
+        ``read=False`` (a drain's final save: nothing is scored after it) returns no states."""
+        sha = await self._load_script()
+        weights = self.settings.priority_weights
+        try:
+            return await self._apply_and_read(sha, calls, weights, before, outbox_of, read)
+        except NoScriptError:
+            self._sha = None
+            return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of, read)
+
+    async def _apply_and_read(
+        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]], weights: dict[str, int],
+        before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str], read: bool,
+    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for command, args in before:
+            getattr(pipe, command)(*args)
+        for cid in outbox_of:
+            pipe.lrange(self.keys(cid).outbox, 0, -1)
+        newest = -1
+        for cid, events, save in calls:
+            k = self.keys(cid)
+            payload = orjson.dumps([se.for_script(weights) for se in events])
+            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload,
+                         save.encode() if save is not None else b"", self._retention_ms,
+                         b"1" if read else b"")
+            for se in events:
+                newest = max(newest, se.event.ts_ms)
+        if newest >= 0:
+            pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest)
+        res = await pipe.execute(raise_on_error=False)
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        res = res[len(before):]
+        outboxes = {cid: box for cid, box in zip(outbox_of, res) if box}
+        res = res[len(outbox_of):]
+        if not read:
+            return [], outboxes
+        out = []
+        for (cid, _, _), (status, main, days, seen, tickets, ndedupe) in zip(calls, res):
+            out.append(([int(x) for x in status], RawCustomerState(
+                cid, _pairs(main), _pairs(days), _pairs(seen), _pairs(tickets), int(ndedupe))))
+        return out, outboxes
+
+    # --- partition progress ---------------------------------------------------------------
+    async def ensure_progress(self, topic: str, partition: int, idle: bool) -> None:
+        """A placeholder for a partition nobody has handled yet, so that the global
+        watermark waits for it (unless it is empty)."""
+        key = self._progress_key(topic, partition)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, layout.PROGRESS_OFFSET, -1)
+        pipe.hsetnx(key, layout.PROGRESS_NEWEST, -1)
+        pipe.hsetnx(key, layout.PROGRESS_LOW, -1)
+        pipe.hsetnx(key, layout.PROGRESS_IDLE, int(idle))
+        await pipe.execute()
+
+    async def progress_watermark(self, parts: Sequence[tuple[str, int]]) -> int | None:
+        """Event-time watermark from saved progress: the minimum newest event time over the
+        partitions still busy; a partition at its log end (idle) does not hold it back, one
+        with no progress at all is ignored. If all are idle: the newest of them."""
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, p in parts:
+            pipe.hmget(self._progress_key(topic, p), layout.PROGRESS_OFFSET, layout.PROGRESS_LOW, layout.PROGRESS_IDLE)
+        busy: list[int] = []
+        idle: list[int] = []
+        for off, lw, is_idle in await pipe.execute():
+            if off is None:
+                continue
+            newest = int(lw) if lw is not None else -1
+            (idle if is_idle in (b"1", "1") else busy).append(newest)
+        if busy:
+            return min(busy)
+        return max(idle) if idle else None
+
+    def _progress_key(self, topic: str, partition: int) -> str:
+        return self.names.progress(topic, partition)
+
+    async def get_progress(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(highest handled offset, newest event time ms) of a partition, if recorded."""
+        raw = await self.redis.hmget(self._progress_key(topic, partition), layout.PROGRESS_OFFSET, layout.PROGRESS_NEWEST)
+        if raw[0] is None:
+            return None
+        return int(raw[0]), int(raw[1] or -1)
+
+    async def set_progress(
+        self, topic: str, partition: int, offset: int, newest_ms: int, caught_up: bool = False,
+        low_ms: int | None = None,
+    ) -> None:
+        """Record that every offset <= ``offset`` is handled (never moves backwards), whether
+        that reached the partition's log end when fetched (an idle partition), and the low
+        watermark: every record ordered before ``low_ms`` is done (monotone)."""
+        await self.redis.eval(
+            _PROGRESS_SCRIPT, 1, self._progress_key(topic, partition), offset, newest_ms, int(caught_up),
+            newest_ms if low_ms is None else low_ms,
+            layout.PROGRESS_OFFSET, layout.PROGRESS_NEWEST, layout.PROGRESS_IDLE, layout.PROGRESS_LOW,
+        )
+
+    async def handled(self, topics: list[str], partitions: int) -> int:
+        """Records handled (applied or dead-lettered) over these topics, from partition
+        progress: offsets start at 0 and are contiguous, so highest offset + 1 per partition."""
+        pipe = self.redis.pipeline(transaction=False)
+        for topic in topics:
+            for p in range(partitions):
+                pipe.hget(self._progress_key(topic, p), layout.PROGRESS_OFFSET)
+        return sum(int(off) + 1 for off in await pipe.execute() if off is not None)
+
+    async def watermark(self) -> int | None:
+        raw = await self.redis.get(self.names.watermark)
+        return int(raw) if raw is not None else None
+
+    # --- reads ----------------------------------------------------------------------------
+    async def read(self, customer_id: str) -> RawCustomerState:
+        return (await self.read_many([customer_id]))[0]
+
+    async def read_many(self, customer_ids: Sequence[str]) -> list[RawCustomerState]:
+        """Several customers' state in one pipelined round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in customer_ids:
+            self._queue_read(pipe, cid)
+        res = await pipe.execute()
+        return [self._raw_from(cid, res[5 * i : 5 * i + 5]) for i, cid in enumerate(customer_ids)]
+
+    def _queue_read(self, pipe: Any, cid: str) -> None:
+        k = self.keys(cid)
+        pipe.hgetall(k.main)
+        pipe.hgetall(k.days)
+        pipe.hgetall(k.seen)
+        pipe.hgetall(k.tickets)
+        pipe.hlen(k.dedupe)
+
+    @staticmethod
+    def _raw_from(cid: str, reads: Sequence[Any]) -> RawCustomerState:
+        main, days, seen, tickets, ndedupe = reads
+
+        def conv(d: dict[Any, Any]) -> dict[str, str]:
+            return {text(a): text(b) for a, b in d.items()}
+
+        return RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe))
+
+    async def memory_usage(self, customer_id: str) -> int:
+        """Bytes Redis reports (``MEMORY USAGE``) over all of this customer's keys."""
+        total = 0
+        for key in self.keys(customer_id).all():
+            n = await self.redis.memory_usage(key, samples=0)
+            total += int(n or 0)
+        return total
+
+    async def customer_ids(self, count: int = 1000) -> list[str]:
+        """Customer ids present in Redis (SCAN; for tools and tests, not the hot path)."""
+        out: list[str] = []
+        async for key in self.redis.scan_iter(match=layout.customer_pattern(self.prefix), count=1000):
+            k = text(key)
+            if k.endswith("}"):
+                out.append(layout.customer_of_main_key(self.prefix, k))
+                if len(out) >= count:
+                    break
+        return out
+
+
+_MAX_SCRIPT = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+#: ARGV: offset, newest event time, idle, low watermark; then the field names (layout):
+#: offset, newest, idle, low
+_PROGRESS_SCRIPT = """
+local OFF, NEWEST, IDLE, LOW = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('HEXISTS', KEYS[1], OFF) == 0 then redis.call('HSET', KEYS[1], OFF, -1) end
+local cur = tonumber(redis.call('HGET', KEYS[1], OFF))
+if tonumber(ARGV[1]) > cur then
+  redis.call('HSET', KEYS[1], OFF, ARGV[1])
+  local wm = tonumber(redis.call('HGET', KEYS[1], NEWEST) or '-1')
+  if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[1], NEWEST, ARGV[2]) end
+end
+if tonumber(ARGV[1]) >= cur then redis.call('HSET', KEYS[1], IDLE, ARGV[3]) end
+local lw = tonumber(redis.call('HGET', KEYS[1], LOW) or '-1')
+if tonumber(ARGV[4]) > lw then redis.call('HSET', KEYS[1], LOW, ARGV[4]) end
+return 1
+"""
+
+
+async def wait_for_redis(client: aioredis.Redis, timeout_s: float = 30.0) -> None:
+    """Block until Redis answers PING (start-up ordering), or raise TimeoutError."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await client.ping()
+            return
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            if loop.time() > deadline:
+                raise TimeoutError("Redis did not answer PING") from None
+            await asyncio.sleep(0.2)

@@ -1,0 +1,2 @@
+"""Test-only machinery (fault injection), built only when a ``FAULT_*`` setting is set.
+"""

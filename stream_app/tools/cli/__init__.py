@@ -1,0 +1,2 @@
+"""The ``stream-app`` command line, one module per group of commands (``main`` assembles them).
+"""
