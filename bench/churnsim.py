@@ -22,7 +22,7 @@ Usage::
 
 ``fightchurn`` pins old versions of matplotlib, packaging, pyparsing, pandas ... so keep it in
 its own virtualenv and point ``--python`` (or ``FIGHTCHURN_PYTHON``) at that interpreter; this
-script itself needs only the standard library and PostgreSQL's binaries.
+script itself needs this project (it writes with the simulator's own writer) and PostgreSQL's binaries.
 
 The PostgreSQL cluster
     ``initdb`` into a temp dir (binaries from ``/usr/lib/postgresql/<newest>/bin`` or
@@ -87,10 +87,8 @@ from __future__ import annotations
 import argparse
 import calendar
 import csv
-import gzip
 import hashlib
 import heapq
-import io
 import json
 import os
 import pwd
@@ -109,7 +107,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TextIO
+from typing import Any
+
+from stream_app.tools.simulator import SimEvent, write_jsonl
+from stream_app.tools.simulator.files import open_text_out
 
 MODEL = "crm6"  # the fightchurn model exported; never the entry point's default
 PREFIX = "crm6"  # customer ids are "crm6-<account id>"
@@ -518,51 +519,22 @@ def daily_activity_lines(pg: PrivatePostgres, start: date, end: date, keep: set[
         yield (ts, 1, acc, int(type_id)), ev
 
 
-def _open_out(path: Path) -> TextIO:
-    """Text output, gzip if ``.gz`` (mtime 0, no file name: byte-identical for identical input)."""
-    if path.name.endswith(".gz"):
-        raw = open(path, "wb")  # noqa: SIM115
-        return _GzText(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0), raw)
-    return open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-
-
-class _GzText(io.TextIOWrapper):
-    """Text over a GzipFile that also closes the raw file under it."""
-
-    def __init__(self, gz: gzip.GzipFile, raw: io.BufferedWriter) -> None:
-        super().__init__(gz, encoding="utf-8", newline="\n")
-        self._raw = raw
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._raw.close()
-
-
 def write_history(path: Path, streams: Iterable[Iterator[tuple[tuple[str, int, int, int], dict[str, Any]]]],
                   topic_of: dict[int, str], actions: Counter[str] | None = None) -> Counter[str]:
-    """Merge the sorted streams by key and write them as JSON Lines; per-topic line counts
-    (and per-action counts into ``actions``)."""
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    """Merge the sorted streams by key and write them with the simulator's own writer (the
+    format ``stream-app backtest`` reads, byte for byte); per-topic line counts (and
+    per-action counts into ``actions``)."""
     counts: Counter[str] = Counter()
-    with _open_out(path) as f:
-        buf: list[str] = []
+
+    def rows() -> Iterator[SimEvent]:
         for key, ev in heapq.merge(*streams, key=lambda kv: kv[0]):
             topic = topic_of[key[1]]
-            row = dict(ev)
-            row["topic"] = topic
-            buf.append(dumps(row))
             counts[topic] += 1
             if actions is not None and "action" in ev:
                 actions[ev["action"]] += 1
-            if len(buf) >= 4096:
-                f.write("\n".join(buf))
-                f.write("\n")
-                buf.clear()
-        if buf:
-            f.write("\n".join(buf))
-            f.write("\n")
+            yield SimEvent(topic, int(datetime.fromisoformat(ev["ts"]).timestamp() * 1000), ev)
+
+    write_jsonl(path, rows())
     return counts
 
 
@@ -592,7 +564,7 @@ def churn_by_month(accts: list[Account], start: date, end: date) -> list[tuple[s
 
 def write_truth(path: Path, accts: list[Account]) -> None:
     """Per customer, in ``stream-app simulate --truth``'s schema (no latent health / shocks)."""
-    with _open_out(path) as f:
+    with open_text_out(path) as f:
         for a in accts:
             if not a.sub_events:
                 continue

@@ -18,7 +18,8 @@ from stream_app.tools.simulator.engine import Simulator
 from stream_app.tools.simulator.world import CustomerTruth, SimConfig, SimEvent
 
 
-def _open_text_out(path: Path) -> io.TextIOBase:
+def open_text_out(path: Path) -> io.TextIOBase:
+    """A text file to write, gzip if the name ends with ``.gz`` (byte-identical for identical input)."""
     if path.name.endswith(".gz"):
         raw = open(path, "wb")
         # mtime=0 and no file name in the header: byte-identical output for identical input.
@@ -54,7 +55,7 @@ def write_jsonl(path: str | Path, events: Iterable[SimEvent]) -> int:
     p = Path(path)
     n = 0
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    with _open_text_out(p) as f:
+    with open_text_out(p) as f:
         buf: list[str] = []
         for e in events:
             row = dict(e.event)
@@ -80,7 +81,7 @@ def write_truth(path: str | Path, truth: list[CustomerTruth]) -> None:
     >>> len(open(p).read().splitlines())
     2
     """
-    with _open_text_out(Path(path)) as f:
+    with open_text_out(Path(path)) as f:
         for t in truth:
             f.write(json.dumps(asdict(t), ensure_ascii=False, separators=(",", ":")))
             f.write("\n")
