@@ -169,11 +169,11 @@ def model_fingerprint(blob: bytes) -> tuple[Any, ...]:
     m = ChurnModel.from_bytes(blob)
     probes = [{"health_score": float(h), "tenure_days": float(t), "activity_vs_baseline": a}
               for h in (15, 50, 85) for t in (10, 400) for a in (0.2, 1.0)]
-    lr = m.candidates["logreg"]["LogisticRegression"]
     return (json.dumps(m.summary(), sort_keys=True, default=str),
-            tuple(sorted((k, round(float(v), 12)) for k, v in lr.weights.items())),
+            tuple((name, round(c.intercept, 12), tuple(sorted((k, round(float(v), 12)) for k, v in c.weights.items())))
+                  for name, c in m.candidates.items()),
             tuple(round(m.predict_one(x)[0], 12) for x in probes),
-            tuple(round(c.predict_proba_one(x).get(True, 0.0), 12) for c in m.candidates.values() for x in probes))
+            tuple(round(c.predict_proba_one(x)[True], 12) for c in m.candidates.values() for x in probes))
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], limit: int = 10) -> list[str]:
