@@ -44,6 +44,7 @@ from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums  # noqa:
 from stream_app.portfolio.periods import month_of  # noqa: E402
 from stream_app.portfolio.tracker import PortfolioTracker  # noqa: E402
 from stream_app.model.checkpoints import ModelHolder  # noqa: E402
+from stream_app.model.features import LEVEL_FEATURE, behaviour_features, features_from  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.simulator import SimConfig, Simulator  # noqa: E402
 from stream_app.state.store import StateStore  # noqa: E402
@@ -130,11 +131,12 @@ async def micro(args: argparse.Namespace, settings: Settings, client: aioredis.R
     for raw in raws:
         now_ms = min(int(raw.main["lts"]), wm or int(raw.main["lts"]))
         agg = compute_aggregates(raw, now_ms, settings.windows_days)
-        health = scorecard.score(agg)
-        from stream_app.model.churn import features_from
-
+        # as the scorer does it (pipeline/score.py): the day's model, then the behaviour
+        # features and the population term, then the health score and the probability
         served = await model.for_day(client, now_ms // 86_400_000)
-        p, _ = served.predict_one(features_from(health.signals, health.score))
+        behaviour = behaviour_features(agg, raw.main)
+        health = scorecard.score(agg, served.population_percentile(behaviour.get(LEVEL_FEATURE)))
+        p, _ = served.predict_one(features_from(health.signals, health.score, behaviour))
         prepared.append((raw, now_ms, agg, health, p))
     # the update writes only changed records: run each batch once to warm (first write), then
     # alternately time an update where the health moved by a point (the current period's
