@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import git_commit  # noqa: E402
 
 from stream_app.pipeline.clients import redis_client  # noqa: E402
-from stream_app.tools.backtest.run import _delete_prefix, run_pipeline  # noqa: E402
+from stream_app.state.store import delete_prefix  # noqa: E402
+from stream_app.tools.backtest.run import run_pipeline  # noqa: E402
 from stream_app.tools.backtest.history import scan_history  # noqa: E402
 from stream_app.tools.embedded import EmbeddedRedis, redis_reachable  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
@@ -54,7 +55,7 @@ async def run_once(path: Path, settings: Settings) -> tuple[int, float, float, f
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         return result.events, wall, cpu, await redis_cpu_s(client) - rcpu0
     finally:
-        await _delete_prefix(client, settings.key_prefix)
+        await delete_prefix(client, settings.key_prefix)
         await client.aclose()
 
 

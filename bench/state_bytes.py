@@ -18,7 +18,8 @@ from stream_app.pipeline.clients import redis_client  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.state.store import StateStore  # noqa: E402
 from stream_app.tools.backtest.history import scan_history  # noqa: E402
-from stream_app.tools.backtest.run import _delete_prefix, backtest_settings, run_pipeline  # noqa: E402
+from stream_app.state.store import delete_prefix  # noqa: E402
+from stream_app.tools.backtest.run import backtest_settings, run_pipeline  # noqa: E402
 
 
 async def main(path: str) -> None:
@@ -35,7 +36,7 @@ async def main(path: str) -> None:
         print(f"{path}: {run.events:,} events, {len(per):,} customers; bytes per customer: mean {statistics.mean(per):,.0f}, "
               f"p99 {per[int(0.99 * (len(per) - 1))]:,}; of which pending label snapshots: mean {statistics.mean(snaps):,.0f}")
     finally:
-        await _delete_prefix(redis, settings.key_prefix)
+        await delete_prefix(redis, settings.key_prefix)
         await redis.aclose()
 
 

@@ -329,3 +329,18 @@ async def wait_for_redis(client: aioredis.Redis, timeout_s: float = 30.0) -> Non
             if loop.time() > deadline:
                 raise TimeoutError("Redis did not answer PING") from None
             await asyncio.sleep(0.2)
+
+
+async def delete_prefix(redis: Any, prefix: str) -> int:
+    """Unlink every key under ``prefix`` (SCAN in batches); returns how many. For tools (a
+    backtest's private prefix, a rebuild's wiped deployment), never the hot path."""
+    deleted = 0
+    batch: list[Any] = []
+    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += await redis.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += await redis.unlink(*batch)
+    return deleted

@@ -26,7 +26,7 @@ from stream_app.core import Record
 from stream_app.pipeline.ingest import Ingestor
 from stream_app.settings import INPUT_TOPICS, Settings
 from stream_app.state.layout import Keys
-from stream_app.state.store import StateStore
+from stream_app.state.store import StateStore, delete_prefix
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,7 @@ def epoch_key(settings: Settings) -> str:
 
 async def clear_state(redis: Any, settings: Settings) -> int:
     """Delete every key under the deployment's prefix; returns how many."""
-    n = 0
-    batch: list[Any] = []
-    async for key in redis.scan_iter(match=f"{settings.key_prefix}*", count=2000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            n += await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        n += await redis.delete(*batch)
-    return n
+    return await delete_prefix(redis, settings.key_prefix)
 
 
 async def committed_offsets(settings: Settings, tps: list[Any], starts: dict[Any, int]) -> dict[Any, int]:

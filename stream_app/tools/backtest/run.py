@@ -19,7 +19,7 @@ from stream_app.core import Record
 from stream_app.pipeline.clients import redis_client
 from stream_app.pipeline.ingest import Ingestor
 from stream_app.settings import Settings
-from stream_app.state.store import StateStore
+from stream_app.state.store import StateStore, delete_prefix
 from stream_app.tools.backtest.history import History, ordered_records, scan_history
 from stream_app.tools.embedded import EmbeddedRedis, redis_reachable
 
@@ -106,19 +106,6 @@ async def run_pipeline(path: str | Path, settings: Settings, redis: Any, history
     return RunResult(history, outputs, model.summary(), fed, time.monotonic() - started, settings)
 
 
-async def _delete_prefix(redis: Any, prefix: str) -> int:
-    deleted = 0
-    batch: list[Any] = []
-    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += await redis.unlink(*batch)
-            batch = []
-    if batch:
-        deleted += await redis.unlink(*batch)
-    return deleted
-
-
 def backtest_settings(base: Settings, calibration: bool | None = None) -> Settings:
     """The run's settings: a private key prefix, optional calibration override."""
     update: dict[str, Any] = {"key_prefix": f"{base.key_prefix}backtest:{uuid.uuid4().hex[:10]}:"}
@@ -137,7 +124,7 @@ async def run_backtest(path: str | Path, settings: Settings, redis: Any, *, cust
     try:
         return await run_pipeline(path, settings, redis, history, on_progress)
     finally:
-        await _delete_prefix(redis, settings.key_prefix)
+        await delete_prefix(redis, settings.key_prefix)
 
 
 # --- judging the scores -----------------------------------------------------------------------
