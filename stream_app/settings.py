@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     risk_alert_exit: float = Field(default=0.15, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")
     score_publish_delta: float = Field(default=2.0, ge=0, description="cs.scores on a change of at least this many points")
     label_resolve_interval_s: float = Field(default=1.0, ge=0, description="How often the learner checks for days to complete")
-    score_lanes: int = Field(default=1, ge=1, le=16, description="Customers of a batch are scored in this many concurrent lanes, so this process scores one lane while Redis applies another's round (the result does not depend on it; 2 speeds up in-process replays such as backtests, not a loaded worker)")
+    state_cache_customers: int = Field(default=200_000, ge=1, description="Customers whose state a worker keeps in memory (least recently used beyond this are dropped and reloaded from Redis on their next event; ~10-20 KB each)")
     score_tick_s: float = Field(default=0.0, ge=0, le=86400, description="0: score after every event; > 0: score each customer once per tick of event time (faster backfills; the tick is part of the result)")
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")
     # --- issue 8: calibration and change explanations -----------------------------------
@@ -319,6 +319,7 @@ class IngestSettings(Section):
     max_open_tickets: int
     max_tracked_users: int
     priority_weights: dict[str, int]
+    state_cache_customers: int
 
 
 class ScoringSettings(Section):
@@ -332,7 +333,6 @@ class ScoringSettings(Section):
     change_explain_delta: float
     snapshot_every_days: int
     label_horizon_days: int
-    score_lanes: int
     score_tick_s: float
 
 

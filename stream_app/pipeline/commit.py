@@ -1,18 +1,15 @@
 """A drain's commit, step by step, in the order that makes its effects exactly-once.
 
 A *drain* is what the ingestor releases in one go (events in event-time order, see
-``pipeline.ingest``); ``pipeline.scorer`` applies and scores them in rounds, one event per
-customer per round. Each round's Redis call already saved, atomically with the customer's
-next event (``lua/apply_events.lua``, ARGV 8), the score state of its previous scoring and
-that scoring's outputs, in the customer's outbox. What is left when the rounds are done is
-committed here, in this order:
+``pipeline.ingest``); ``pipeline.scorer`` applies and scores them in the worker's memory
+(``state.owned``), each scoring's outputs going into its customer's outbox. Then, in this order:
 
-1. **portfolio**: the per-period KPI sums take the drain's scorings (before the score states
-   that record them, so a crash in between re-scores and re-applies them: the update is
+1. **portfolio**: the per-period KPI sums take the drain's scorings (before the states that
+   record them, so a crash in between re-scores and re-applies them: the update is
    idempotent per customer and version);
-2. **save**: the last scoring of each customer (its score state and outbox entries, with no
-   next event to ride on) and the global indexes of the last round (``labels:pending``,
-   ``risk``);
+2. **save**: the global indexes (``labels:pending``, ``risk``: before the saves they index),
+   then what changed in each customer (its state, score state, label snapshots and outbox,
+   one atomic write per customer, many customers per call), and the newest event time;
 3. **epoch check**: Redis still holds this deployment's state (it may have restarted empty
    while the drain ran): nothing computed on a blank state is ever published;
 4. **publish**: alerts, then score snapshots, each awaited until the broker acknowledged;
@@ -27,7 +24,7 @@ whose effects are not all in Redis and on the broker.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +32,8 @@ from schemas import Alert, ScoreSnapshot
 from stream_app.core import Outputs
 from stream_app.portfolio.assess import PortfolioItem, ReplayedObservation
 from stream_app.portfolio.tracker import PortfolioTracker
-from stream_app.state.codec import ScoreSave
+from stream_app.state.customer import CustomerState
+from stream_app.state.owned import OwnedStates
 from stream_app.state.store import StateStore
 
 #: a Redis command to send ahead of the saves it indexes: (command, args)
@@ -52,10 +50,18 @@ class Drain:
     boxed: set[str] = field(default_factory=set)
     pf_items: dict[str, PortfolioItem] = field(default_factory=dict)  # portfolio (issue 7)
     replayed: list[ReplayedObservation] = field(default_factory=list)  # portfolio (issue 7): from outboxes
-    #: each customer's last scoring, not saved yet
-    carry: dict[str, ScoreSave] = field(default_factory=dict)
-    #: the last round's index updates, not sent yet
+    #: index updates, sent ahead of the saves they index
     before: list[IndexUpdate] = field(default_factory=list)
+    #: newest event time applied (-1: none)
+    newest_ms: int = -1
+
+    def drop(self, customers: set[str]) -> None:
+        """Forget fenced customers' outputs: their new owner produces them."""
+        self.alerts = [a for a in self.alerts if a.customer_id not in customers]
+        self.scores = [s for s in self.scores if s.customer_id not in customers]
+        self.boxed -= customers
+        for cid in customers:
+            self.pf_items.pop(cid, None)
 
     @classmethod
     def join(cls, lanes: list[Drain]) -> Drain:
@@ -66,17 +72,18 @@ class Drain:
             out.boxed |= lane.boxed
             out.pf_items.update(lane.pf_items)
             out.replayed += lane.replayed
-            out.carry.update(lane.carry)
             out.before += lane.before
+            out.newest_ms = max(out.newest_ms, lane.newest_ms)
         return out
 
 
 class DrainCommit:
     """Commits a drain (see the module): portfolio -> save -> epoch check -> publish -> clear outboxes."""
 
-    def __init__(self, store: StateStore, outputs: Outputs, portfolio: PortfolioTracker, portfolio_enabled: bool,
+    def __init__(self, store: StateStore, owned: OwnedStates, outputs: Outputs, portfolio: PortfolioTracker, portfolio_enabled: bool,
                  stats: Any, epoch_check: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.owned = owned
         self.outputs = outputs
         self.portfolio = portfolio
         self.portfolio_enabled = portfolio_enabled
@@ -85,23 +92,26 @@ class DrainCommit:
         #: raises if Redis lost the state meanwhile (the ingestor's epoch check)
         self.epoch_check = epoch_check
 
-    async def commit(self, drain: Drain) -> None:
+    async def commit(self, drain: Drain, states: Mapping[str, CustomerState]) -> set[str]:
+        """Returns the customers fenced off (owned by another worker now): nothing of theirs
+        is saved or published."""
         await self.update_portfolio(drain)
-        await self.save(drain)
+        fenced = await self.save(drain, states)
+        if fenced:
+            drain.drop(fenced)
         await self.check_epoch(drain)
         await self.publish(drain)
         await self.clear_outboxes(drain)
+        return fenced
 
     async def update_portfolio(self, drain: Drain) -> None:
         """Step 1: the portfolio, before the score states that record its scorings."""
         if (drain.pf_items or drain.replayed) and self.portfolio_enabled:
             await self.portfolio.update(self.store.redis, list(drain.pf_items.values()), replayed=drain.replayed)
 
-    async def save(self, drain: Drain) -> None:
-        """Step 2: the last event of each customer: its score state alone; the last indexes."""
-        if drain.carry or drain.before:
-            await self.store.apply_and_read([(cid, [], save) for cid, save in drain.carry.items()], drain.before,
-                                            read=False)
+    async def save(self, drain: Drain, states: Mapping[str, CustomerState]) -> set[str]:
+        """Step 2: the indexes, then what changed in each customer, once."""
+        return await self.owned.write(states.values(), drain.before, drain.newest_ms)
 
     async def check_epoch(self, drain: Drain) -> None:
         """Step 3: nothing computed on a blank state is published."""

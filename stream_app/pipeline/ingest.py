@@ -124,7 +124,10 @@ class Ingestor:
             await self._check_epoch(create=True)
             if self._assigned is None:
                 self._assigned = set()
-            self._assigned.update(tp for tp in log_ends if tp[0] in self._topics)
+            new = {tp for tp in log_ends if tp[0] in self._topics and tp not in self._assigned}
+            self._assigned.update(new)
+            # fencing: this worker's generation of each group it now owns (state.owned)
+            await self._retry(self.scorer.owned.claim, {tp[1] for tp in new})
             for tp, end in sorted(log_ends.items()):
                 if tp[0] not in self._topics or tp in self._loaded:
                     continue
@@ -173,6 +176,23 @@ class Ingestor:
                     self._assigned.discard(tp)
                 if tp[1] in self.groups:
                     self.groups[tp[1]].drop({tp})
+            self.scorer.owned.release({tp[1] for tp in tps})
+
+    def _fenced(self, groups: set[int]) -> None:
+        """Another worker owns these partition groups now (a rebalance this worker has not
+        heard of yet, or a long pause): stop handling them; their records stay unacknowledged
+        and their customers leave this worker's memory."""
+        log.error("partition groups %s are owned by another worker now: dropping them until reassigned",
+                  sorted(groups))
+        tps = {tp for tp in (self._assigned or set()) | self._loaded if tp[1] in groups}
+        for tp in tps:
+            self._loaded.discard(tp)
+            self._fresh.pop(tp, None)
+            if self._assigned is not None:
+                self._assigned.discard(tp)
+        for g in groups:
+            self.groups.pop(g, None)
+        self.scorer.owned.release(groups)
 
     # --- records ---------------------------------------------------------------------------
     async def handle(self, records: Sequence[Record]) -> list[RecordKey]:
@@ -274,7 +294,10 @@ class Ingestor:
             gate = await self._retry(self.model.gate_ms, self.store.redis, first)
             released = [p for g in self.groups.values() for p in g.release(min(gate, self._tick_floor(g.watermark())))]
             if released:
-                await self._retry(self.scorer.process, released)
+                fenced = await self._retry(self.scorer.process, released)
+                if fenced:
+                    released = [p for p in released if p.tp[1] not in fenced]
+                    self._fenced(fenced)
                 for p in released:
                     tp = p.tp
                     self.group(tp[1]).done(tp, p.key[3])

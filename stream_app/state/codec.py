@@ -34,6 +34,7 @@ from schemas import ActivityEvent, InputEvent, ScoreChange, SubscriptionEvent, S
 from stream_app.scoring.alerts import AlertState
 from stream_app.scoring.scorecard import COMPONENTS, HealthResult
 from stream_app.state import layout
+from stream_app.state.customer import MAIN, N_HASHES, CustomerState
 
 #: Days of score history kept behind the newest scored day (the 30-day trend needs 30).
 HISTORY_KEEP_DAYS = 35
@@ -331,3 +332,18 @@ def finite(v: float | None) -> float | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return round(float(v), 4)
+
+
+# --- owned state: what a drain changed, as ``lua/write_state.lua`` reads it ---------------------
+def encode_changes(st: CustomerState) -> bytes:
+    """A customer's changes since its last write (positional: see ``lua/write_state.lua``).
+
+    >>> st = CustomerState.empty("c"); st.hset(MAIN, "n", "2"); st.outbox.append("a{}")
+    >>> encode_changes(st)
+    b'[0,0,{"n":"2"},[],{},[],{},[],{},[],{},[],{},["a{}"]]'
+    """
+    parts: list[Any] = [int(st.reset), int(st.touched_day)]
+    for h in range(N_HASHES):
+        parts += st.changes(h)
+    parts += [st.labels, st.outbox]
+    return orjson.dumps(parts)

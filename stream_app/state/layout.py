@@ -19,6 +19,7 @@ customer's update is a single-slot Lua script and the layout works unchanged on 
     {prefix}p:{<topic>}:<n>      hash    partition progress (off, wm, lw, idle)
     {prefix}wm                   string  newest event time applied anywhere (the read side's "now")
     {prefix}epoch                string  marker of this deployment's state (a restart that lost it shows)
+    {prefix}fence:<n>            string  fence generation of partition group n (its current owner)
     {prefix}risk                 zset    customer -> churn probability (active customers)
     {prefix}labels:pending       zset    "<customer>\\0<snapshot>" -> due time of its label
     {prefix}model:through        string  last event-time day the learner completed
@@ -50,6 +51,7 @@ MODEL_DAYS = "model:days"
 MODEL_BLOB = "model:blob:"  # + checkpoint day
 MODEL_SUMMARY = "model:summary"
 MODEL_VERSION = "model:version"
+FENCE = "fence:"  # + partition group: its owner's generation (``state.owned``)
 
 # --- customer keys ---------------------------------------------------------------------------
 CUSTOMER = "c:"  # + {tag}
@@ -97,6 +99,7 @@ HEALTH_SCORE = "hs"  # newest score x10
 CHURN_HISTORY = "p"  # + day: that day's churn probability x10^4 (read by ``stream-app customer`` when present)
 HISTORY_PRUNED_DAY = "hpd"
 SNAPSHOT_DAY = "snd"  # day of the newest label snapshot
+OWNER = "fg"  # fence generation of the worker that last loaded or wrote the customer
 SORT_KEY = "sk"  # order key of the newest scored event (``codec.order_text``)
 CHURN_P = "cp"
 HEALTH_BAND = "hb"
@@ -239,6 +242,10 @@ class Keys:
     @property
     def model_version(self) -> str:
         return self.prefix + MODEL_VERSION
+
+    def fence(self, group: int) -> str:
+        """The fence generation of a partition group: bumped by each worker it is assigned to."""
+        return f"{self.prefix}{FENCE}{group}"
 
     def progress(self, topic: str, partition: int) -> str:
         return f"{self.prefix}{PROGRESS}{{{hash_tag(topic)}}}:{partition}"

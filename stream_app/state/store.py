@@ -15,22 +15,25 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.cluster import key_slot
 from redis.exceptions import NoScriptError
 
 from schemas import InputEvent
 from stream_app.core import DAY_MS, RawCustomerState, text
 from stream_app.settings import Settings
 from stream_app.state import layout
-from stream_app.state.codec import ScoreSave, encode_for_script
+from stream_app.state.codec import ScoreSave, encode_changes, encode_for_script
+from stream_app.state.customer import CustomerState
 from stream_app.state.layout import CustomerKeys, Keys
 
 log = logging.getLogger(__name__)
 
 APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class StateStore:
         self.names = Keys(self.prefix)
         self._script_src = resources.files("stream_app.state").joinpath("lua/apply_events.lua").read_text()
         self._sha: str | None = None
+        self._owned_shas: dict[str, str] | None = None
         self._static_argv = [
             settings.max_window_days,
             settings.dedupe_days,
@@ -177,6 +181,99 @@ class StateStore:
             out.append(([int(x) for x in status], RawCustomerState(
                 cid, _pairs(main), _pairs(days), _pairs(seen), _pairs(tickets), int(ndedupe))))
         return out, outboxes
+
+    # --- owned state: load on first touch, write once per drain (``state.owned``) -------------
+    async def load_customers(self, wanted: Sequence[tuple[str, int]]) -> list[CustomerState | None]:
+        """Load and claim customers for the worker that owns them: ``(customer, fence
+        generation)`` pairs, one pipelined round trip. None: a newer owner claimed it (fenced)."""
+        if not wanted:
+            return []
+
+        async def send(shas: dict[str, str]) -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for cid, gen in wanted:
+                k = self.keys(cid)
+                pipe.evalsha(shas["load"], 6, k.main, k.days, k.seen, k.tickets, k.dedupe, k.outbox, gen, layout.OWNER)
+            return await self._execute(pipe)
+
+        out: list[CustomerState | None] = []
+        for (cid, _), res in zip(wanted, await self._with_scripts(send)):
+            if int(res[0]) == 0:
+                out.append(None)
+                continue
+            main = _pairs(res[1])
+            main.pop(layout.OWNER, None)  # the claim is Redis' business, not the state's
+            out.append(CustomerState(cid, main, _pairs(res[2]), _pairs(res[3]), _pairs(res[4]), _pairs(res[5]),
+                                     list(res[6])))
+        return out
+
+    async def write_customers(self, states: Sequence[tuple[CustomerState, int]],
+                              before: Sequence[tuple[str, tuple[Any, ...]]] = (), newest_ms: int = -1) -> set[str]:
+        """Write what changed in each ``(state, fence generation)``: ``before`` first (index
+        updates that must precede the saves they index), then the customers (many per script
+        call; on Redis Cluster one call per hash slot, so each call is single-slot), then the
+        newest event time applied. Returns the customers a newer owner had claimed (nothing
+        of theirs written). Each customer's write is atomic."""
+        if before:
+            pipe = self.redis.pipeline(transaction=False)
+            for command, args in before:
+                getattr(pipe, command)(*args)
+            await self._execute(pipe)
+        chunks = self._write_chunks(states)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for chunk in chunks:
+            keys: list[str] = []
+            argv: list[Any] = [layout.OWNER, self._retention_ms]
+            for st, gen in chunk:
+                keys += self.keys(st.customer_id).script_keys()
+                argv += [gen, encode_changes(st)]
+            calls.append((keys, argv))
+
+        async def send(shas: dict[str, str]) -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, argv in calls:
+                pipe.evalsha(shas["write"], len(keys), *keys, *argv)
+            if newest_ms >= 0:
+                pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
+            return await self._execute(pipe)
+
+        results = await self._with_scripts(send) if calls or newest_ms >= 0 else []
+        fenced: set[str] = set()
+        for chunk, res in zip(chunks, results):
+            fenced.update(st.customer_id for (st, _), ok in zip(chunk, res) if int(ok) == 0)
+        return fenced
+
+    def _write_chunks(self, states: Sequence[tuple[CustomerState, int]]) -> list[list[tuple[CustomerState, int]]]:
+        """Customers per script call: on Redis Cluster, those of one hash slot; else up to 64."""
+        if not states:
+            return []
+        if not isinstance(self.redis, aioredis.RedisCluster):
+            return [list(states[i:i + _WRITE_CHUNK]) for i in range(0, len(states), _WRITE_CHUNK)]
+        by_slot: dict[int, list[tuple[CustomerState, int]]] = {}
+        for item in states:
+            by_slot.setdefault(key_slot(self.keys(item[0].customer_id).main.encode()), []).append(item)
+        return list(by_slot.values())
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        res = await pipe.execute(raise_on_error=False)
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        return res
+
+    async def _with_scripts(self, send: Callable[[dict[str, str]], Awaitable[T]]) -> T:
+        """``send(shas)``: the owned-state scripts loaded; once more after Redis forgot them
+        (a restart, SCRIPT FLUSH: nothing of a call that failed so was applied)."""
+        for attempt in (0, 1):
+            if self._owned_shas is None:
+                self._owned_shas = {name: await self.redis.script_load(src) for name, src in _OWNED_SCRIPTS.items()}
+            try:
+                return await send(self._owned_shas)
+            except NoScriptError:
+                self._owned_shas = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     # --- partition progress ---------------------------------------------------------------
     async def ensure_progress(self, topic: str, partition: int, idle: bool) -> None:
@@ -292,6 +389,11 @@ class StateStore:
                     break
         return out
 
+
+#: customers per write call on a single Redis (a drain of thousands: a few calls, none too long)
+_WRITE_CHUNK = 64
+_OWNED_SCRIPTS = {name: resources.files("stream_app.state").joinpath(f"lua/{name}_state.lua").read_text()
+                  for name in ("load", "write")}
 
 _MAX_SCRIPT = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')

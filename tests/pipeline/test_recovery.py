@@ -69,7 +69,9 @@ async def run_with_crashes(settings: Settings, redis_client: Any, logs: dict[tup
     def crash_after(fn: Any) -> Any:
         return AfterCall(fn, maybe_crash)
 
-    h.store.apply_and_read = crash_after(h.store.apply_and_read)  # type: ignore[method-assign]
+    # killed right after Redis loaded (and claimed) a drain's customers, or wrote their changes
+    h.store.load_customers = crash_after(h.store.load_customers)  # type: ignore[method-assign]
+    h.store.write_customers = crash_after(h.store.write_customers)  # type: ignore[method-assign]
 
     def fresh() -> Ingestor:
         ing = Ingestor(h.store, settings, out, clock=lambda: h.clock_s)
@@ -186,69 +188,42 @@ async def test_a_state_lost_during_a_drain_publishes_nothing(settings: Settings,
     ends = {(settings.topic(t), p): len(log) for (t, p), log in logs.items()}
     await h.ingestor.assign(ends)
 
-    async def wipe_after_first_round(calls: int, _: tuple[Any, ...]) -> None:
-        if calls == 2:  # Redis comes back empty: every key of this deployment is gone
+    async def wipe_after_first_write(calls: int, _: tuple[Any, ...]) -> None:
+        if calls == 1:  # Redis comes back empty: every key of this deployment is gone
             keys = [k async for k in redis_client.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
             await redis_client.delete(*keys)
 
-    wrapped = h.store.apply_and_read = AfterCall(h.store.apply_and_read, wipe_after_first_round)  # type: ignore[method-assign]
+    wrapped = h.store.write_customers = AfterCall(h.store.write_customers, wipe_after_first_write)  # type: ignore[method-assign]
     records = [Record(settings.topic(t), p, i, v, ends[(settings.topic(t), p)])
                for (t, p), log in sorted(logs.items()) for i, v in enumerate(log)]
     with pytest.raises(StateLostError):
         await h.ingestor.handle(records)
-    assert wrapped.calls >= 3  # rounds ran on the blank state after the wipe
+    assert wrapped.calls == 1  # the drain was scored and written, then Redis lost it
     assert h.out.alert_list == [] and h.out.score_list == []
 
 
-async def test_scoring_lanes_change_nothing(settings: Settings, redis_client: Any) -> None:
-    """Customers scored in 1 lane or in 3 concurrent lanes: the same state, outputs, model and
-    portfolio (the lanes only overlap this process' scoring with Redis' work)."""
+async def test_state_cache_size_changes_nothing(settings: Settings, redis_client: Any) -> None:
+    """Every customer kept in memory, or only 3 (the others dropped after each drain and
+    reloaded from Redis on their next event): the same state, outputs, model and portfolio."""
     logs = sim_records(customers=30, days=70, seed=9)
     s = settings.model_copy(update={"model_min_labels": 20, "model_min_positives": 2})
     base = s.key_prefix
-    one, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "a:", "score_lanes": 1}),
-                                    redis_client, logs, None)
-    three, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "b:", "score_lanes": 3}),
+    one, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "a:"}), redis_client, logs, None)
+    three, _ = await run_with_crashes(s.model_copy(update={"key_prefix": base + "b:", "state_cache_customers": 3}),
                                       redis_client, logs, None)
+    assert three.ingestor.scorer.owned.loads > 10 * one.ingestor.scorer.owned.loads
     a, b = await snapshot(one), await snapshot(three)
     assert a["alerts"] and a["model"] and len(a["state"]) == 30
     for what in ("state", "model", "pending", "risk", "alerts", "scores", "portfolio"):
         assert a[what] == b[what], what
 
 
-async def test_a_failing_lane_stops_the_others_before_its_error_surfaces() -> None:
-    import asyncio
-
-    from stream_app.pipeline.scorer import _all_or_none
-
-    steps: list[str] = []
-
-    async def fails() -> int:
-        await asyncio.sleep(0.01)
-        raise ConnectionError("redis went away")
-
-    async def slow() -> int:
-        try:
-            await asyncio.sleep(5)
-            steps.append("finished")
-        except asyncio.CancelledError:
-            steps.append("cancelled")
-            raise
-        return 1
-
-    with pytest.raises(ConnectionError):  # the error itself, not an ExceptionGroup
-        await _all_or_none([slow(), fails()])
-    assert steps == ["cancelled"]  # stopped and awaited before the error reached the caller
-    assert await _all_or_none([asyncio.sleep(0, result=1), asyncio.sleep(0, result=2)]) == [1, 2]
-
-
 async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_facts(
         settings: Settings, redis_client: Any) -> None:
-    """One drain scores a customer on Jan 31 and on Feb 1. The Jan 31 scoring's state is saved
-    with the Feb 1 event, before the drain's portfolio update; a kill right then, and the
-    redelivery brings the Jan 31 record alone first (done already: skipped), then Feb 1.
-    January's record must carry the Jan 31 scoring's facts (its outbox entry), as a clean
-    run's does, not the older scoring's the portfolio had."""
+    """One drain scores a customer on Jan 31 and on Feb 1, and is killed right after its
+    changes were written (before anything was published); the redelivery brings the Jan 31
+    records alone first (done already: skipped), then Feb 1. January's record must carry the
+    Jan 31 scoring's facts, as a clean run's does, not the older scoring's."""
     from datetime import datetime, timezone
 
     from support.harness import ev
@@ -273,18 +248,17 @@ async def test_a_kill_after_a_month_end_scoring_was_saved_keeps_that_months_fact
         if not kill:
             await h.ingestor.handle(recs)
             return await portfolio_keys(h)
-        real = h.store.apply_and_read
+        real = h.store.write_customers
 
-        async def killed_after_feb1_round(_: int, args: tuple[Any, ...]) -> None:
-            # the round that applied Feb 1 saved the last Jan 31 scoring's state
-            if any(se.event.event_id == "n1" for _, events, _ in args[0] for se in events):
-                raise Crash
+        async def killed_after_the_write(_: int, args: tuple[Any, ...]) -> None:
+            raise Crash
 
-        wrapped = h.store.apply_and_read = AfterCall(real, killed_after_feb1_round)  # type: ignore[method-assign]
+        wrapped = h.store.write_customers = AfterCall(real, killed_after_the_write)  # type: ignore[method-assign]
+        published = len(h.out.alert_list), len(h.out.score_list)
         with pytest.raises(Crash):
             await h.ingestor.handle(recs)
-        assert wrapped.calls == len(second)  # one round per event, the kill after the last
-        h.store.apply_and_read = real  # type: ignore[method-assign]
+        assert wrapped.calls == 1 and (len(h.out.alert_list), len(h.out.score_list)) == published
+        h.store.write_customers = real  # type: ignore[method-assign]
         h.ingestor = Ingestor(h.store, s, h.out, clock=lambda: h.clock_s)
         jan = [r for r in recs if not r.value.startswith(b'{"event_id": "n1"')]
         await h.ingestor.assign({(r.topic, r.partition): r.offset + 1 for r in recs})
