@@ -1,15 +1,15 @@
---[[
+--[==[
 Write what changed in the memory of the worker that owns these customers: once per drain,
 many customers per call (on Redis Cluster, one call per hash slot).
 
 KEYS: 7 per customer: H D X K E L O (``CustomerKeys.script_keys``)
 ARGV: 1 the owner field, 2 retention (ms, 0 = keep forever), then per customer:
-  its fence generation, and a JSON array:
+  its fence generation (0: not fenced), and a JSON array:
   [reset, new day, {H set}, [H del], {D set}, [D del], {X set}, [X del], {K set}, [K del],
    {E set}, [E del], {L set}, [O entries to append]]
 Each customer is checked and written whole, so a crash leaves it all or nothing of a drain.
 Returns one status per customer: 1 written, 0 fenced (a newer owner claimed it: nothing written).
-]]
+]==]
 local OWN, RET = ARGV[1], tonumber(ARGV[2])
 local function hset_all(key, map)
   local args, n = {}, 0
@@ -27,7 +27,7 @@ for c = 0, (#KEYS / 7) - 1 do
   local H, O = KEYS[c * 7 + 1], KEYS[c * 7 + 7]
   local gen = tonumber(ARGV[3 + c * 2])
   local own = tonumber(redis.call('HGET', H, OWN) or '0')
-  if own > gen then
+  if gen > 0 and own > gen then
     out[c + 1] = 0
   else
     local w = cjson.decode(ARGV[4 + c * 2])
@@ -40,7 +40,7 @@ for c = 0, (#KEYS / 7) - 1 do
     if #w[14] > 0 then
       for i = 1, #w[14], 200 do redis.call('RPUSH', O, unpack(w[14], i, math.min(i + 199, #w[14]))) end
     end
-    redis.call('HSET', H, OWN, gen)
+    if gen > 0 and (gen > own or w[1] == 1) then redis.call('HSET', H, OWN, gen) end
     if w[2] == 1 and RET > 0 then
       for k = 1, 6 do redis.call('PEXPIRE', KEYS[c * 7 + k], RET) end
     end
