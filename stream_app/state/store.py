@@ -368,7 +368,9 @@ class StateStore:
         def conv(d: dict[Any, Any]) -> dict[str, str]:
             return {text(a): text(b) for a, b in d.items()}
 
-        return RawCustomerState(cid, conv(main), conv(days), conv(seen), conv(tickets), int(ndedupe))
+        fields = conv(main)
+        fields.pop(layout.OWNER, None)  # fencing bookkeeping, not the customer's state
+        return RawCustomerState(cid, fields, conv(days), conv(seen), conv(tickets), int(ndedupe))
 
     async def memory_usage(self, customer_id: str) -> int:
         """Bytes Redis reports (``MEMORY USAGE``) over all of this customer's keys."""
