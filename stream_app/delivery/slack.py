@@ -86,4 +86,4 @@ def slack_message(alert: dict[str, Any], dashboard_url: str | None, max_reasons:
             "url": _cut(customer_link(dashboard_url, cid), 3000), "action_id": "open_customer"}]})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(mrkdwn_escape(
         f"alert {alert.get('alert_id')} · {alert.get('ts')} · model {alert.get('model_version')}"), 2000)}]})
-    return {"text": _cut(fallback, 3000), "blocks": blocks}
+    return {"text": _cut(mrkdwn_escape(fallback), 3000), "blocks": blocks}
