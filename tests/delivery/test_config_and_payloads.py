@@ -3,18 +3,21 @@ Block Kit shapes. Pure: no I/O."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import orjson
 import pytest
+import yaml
 from support.block_kit import validate_message
 
-from stream_app.delivery.config import DeliveryConfigError, parse_config
+from stream_app.delivery.config import DeliveryConfigError, load_config, parse_config
 from stream_app.delivery.routing import Context
 from stream_app.delivery.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify
 from stream_app.delivery.sinks import ALERTS, Planner
 from stream_app.delivery.slack import slack_message
+from stream_app.settings import Settings
 
 ALERT: dict[str, Any] = {
     "alert_id": "acme:churn_risk:1", "customer_id": "acme", "ts": "2026-01-05T08:00:00+00:00",
@@ -124,3 +127,14 @@ def test_slack_message_matches_the_block_kit_shapes() -> None:
     assert all(b["type"] != "actions" for b in msg["blocks"])
     with pytest.raises(jsonschema.ValidationError):  # the validator does reject other shapes
         validate_message({"blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]})
+
+
+def test_the_example_file_and_the_compose_service_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["deliver"]
+    env = compose["environment"]
+    known = {name.upper() for name in Settings.model_fields}
+    secrets = {"OPS_WEBHOOK_URL", "OPS_WEBHOOK_SECRET", "SLACK_WEBHOOK_URL", "CRM_WEBHOOK_URL"}
+    assert set(env) - secrets <= known and compose["command"] == ["deliver"]
+    cfg = load_config(root / "docs" / "delivery.example.yaml", env={k: "https://h.example/x" for k in secrets})
+    assert [s.type for s in cfg.sinks] == ["webhook", "slack", "crm"]
