@@ -30,7 +30,7 @@ from .events import (
     SurveyEvent,
     TicketEvent,
 )
-from .outputs import Alert, Change, DeadLetter, HealthBand, Reason, ScoreChange, ScoreSnapshot
+from .outputs import Alert, Change, DeadLetter, HealthBand, Reason, ScoreChange, ScoreSnapshot, Undelivered
 
 __all__ = [
     "ActivityEvent",
@@ -51,6 +51,7 @@ __all__ = [
     "TOPIC_MODELS",
     "TS_RULE",
     "TicketEvent",
+    "Undelivered",
     "UtcDateTime",
     "field_error",
     "format_errors",
@@ -65,6 +66,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "score": ScoreSnapshot,
     "deadletter": DeadLetter,
+    "undelivered": Undelivered,
 }
 
 
@@ -72,7 +74,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of every wire model, keyed by a stable name.
 
     >>> sorted(json_schemas())
-    ['activity', 'alert', 'deadletter', 'score', 'subscriptions', 'surveys', 'tickets']
+    ['activity', 'alert', 'deadletter', 'score', 'subscriptions', 'surveys', 'tickets', 'undelivered']
     >>> json_schemas()["surveys"]["properties"]["survey"]["enum"]
     ['nps', 'csat', 'ces']
 

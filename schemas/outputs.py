@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._time import UtcDateTime
 from .errors import FieldError, format_validation_error
 
-__all__ = ["Alert", "Change", "DeadLetter", "HealthBand", "Reason", "ScoreChange", "ScoreSnapshot"]
+__all__ = ["Alert", "Change", "DeadLetter", "HealthBand", "Reason", "ScoreChange", "ScoreSnapshot", "Undelivered"]
 
 HealthBand = Literal["green", "yellow", "red"]
 Score100 = Annotated[float, Field(ge=0, le=100)]
@@ -355,3 +355,49 @@ class DeadLetter(BaseModel):
             received_at=received_at,
             max_payload_bytes=max_payload_bytes,
         )
+
+
+class Undelivered(BaseModel):
+    """An alert a delivery sink did not accept, on ``cs.alerts.undelivered`` (an additive extension
+    of the contract, written by ``stream-app deliver``).
+
+    Parked once the sink's retry budget is spent, or at once on an answer that retrying cannot
+    change (a 4xx other than 408/429). ``undelivered_id`` is ``"<alert_id>:<sink>"``: re-parking
+    after a restart yields the same id (consumers dedupe). The alert is kept as it was read.
+
+    Examples
+    --------
+
+    >>> u = Undelivered(alert_id="acme:churn_risk:1", sink="ops-webhook", sink_type="webhook",
+    ...                 attempts=8, last_status=503, last_error="HTTP 503",
+    ...                 topic="cs.alerts", partition=0, offset=41, parked_at=1767600000000,
+    ...                 alert={"alert_id": "acme:churn_risk:1"})
+    >>> u.undelivered_id, u.parked_at.isoformat()
+    ('acme:churn_risk:1:ops-webhook', '2026-01-05T08:00:00+00:00')
+
+    """
+
+    model_config = _OUTPUT_CONFIG
+
+    undelivered_id: NonEmpty
+    alert_id: NonEmpty
+    customer_id: str | None = None
+    sink: NonEmpty
+    sink_type: Literal["webhook", "slack", "crm"] | None = Field(None, description="None: the record was no alert")
+    attempts: Annotated[int, Field(ge=0)]
+    last_status: int | None = Field(None, description="the last HTTP status (None: no answer, e.g. a timeout)")
+    last_error: NonEmpty
+    first_attempt_at: UtcDateTime | None = None
+    parked_at: UtcDateTime
+    topic: NonEmpty
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    alert: dict[str, Any] | None = Field(None, description="the alert as read (None when it was not valid JSON)")
+    payload_text: str | None = Field(None, description="the record as text when it was not a JSON object")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("undelivered_id") is None:
+            data = {**data, "undelivered_id": f"{data.get('alert_id')}:{data.get('sink')}"}
+        return data

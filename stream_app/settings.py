@@ -24,6 +24,8 @@ INPUT_TOPICS: tuple[str, ...] = ("activity", "tickets", "surveys", "subscription
 OUTPUT_TOPICS: tuple[str, ...] = ("alerts", "scores", "deadletter")
 #: Internal topic: resolved training examples, to the single learner (one partition).
 EXAMPLES_TOPIC = "model-examples"
+#: Alerts a delivery sink could not take once its retry budget was spent (``stream-app deliver``).
+UNDELIVERED_TOPIC = "alerts.undelivered"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -156,6 +158,13 @@ class Settings(BaseSettings):
     dashboard_score_backlog: int = Field(
         default=50_000, ge=0, description="cs.scores records per partition read back on start (churn-probability history)"
     )
+
+    # --- Delivery (stream-app deliver, stream_app/delivery/) ---------------------------------
+    delivery_file: str | None = Field(default=None, description="YAML with the delivery sinks (webhook, Slack, CRM) and their routing rules")
+    delivery_group: str | None = Field(default=None, description="Consumer group of the delivery service (unset: APP_ID + '-delivery')")
+    delivery_port: int = Field(default=6067, ge=0, le=65535, description="The delivery service's /metrics and /health (0: not served)")
+    delivery_max_in_flight: int = Field(default=1000, ge=1, le=100_000, description="Alerts read but not yet delivered or parked, at most (back-pressure)")
+    dashboard_url: str | None = Field(default=None, description="Public URL of the dashboard (e.g. https://cs.example.com/dashboard/): Slack messages link a customer's page")
 
     @field_validator("windows_days")
     @classmethod
@@ -379,6 +388,18 @@ class WebSettings(Section):
     dashboard_score_backlog: int
 
 
+class DeliverySettings(Section):
+    """The delivery service: its sinks file, consumer group, HTTP port, back-pressure."""
+
+    delivery_file: str | None
+    delivery_group: str | None
+    delivery_port: int
+    delivery_max_in_flight: int
+    dashboard_url: str | None
+    app_id: str
+    web_token: SecretStr | None
+
+
 class Sections(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -390,17 +411,20 @@ class Sections(BaseModel):
     portfolio: PortfolioSettings
     ops: OpsSettings
     web: WebSettings
+    delivery: DeliverySettings
 
     #: every ``Settings`` field belongs to at least one section (checked by the tests)
     KINDS: ClassVar[tuple[type[Section], ...]] = (KafkaSettings, RedisSettings, IngestSettings, ScoringSettings,
-                                                 ModelSettings, PortfolioSettings, OpsSettings, WebSettings)
+                                                 ModelSettings, PortfolioSettings, OpsSettings, WebSettings,
+                                                 DeliverySettings)
 
     @classmethod
     def of(cls, settings: Settings) -> Sections:
         return cls(kafka=KafkaSettings.of(settings), redis=RedisSettings.of(settings),
                    ingest=IngestSettings.of(settings), scoring=ScoringSettings.of(settings),
                    model=ModelSettings.of(settings), portfolio=PortfolioSettings.of(settings),
-                   ops=OpsSettings.of(settings), web=WebSettings.of(settings))
+                   ops=OpsSettings.of(settings), web=WebSettings.of(settings),
+                   delivery=DeliverySettings.of(settings))
 
 
 def all_topics(settings: Settings) -> dict[str, int]:

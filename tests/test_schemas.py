@@ -669,12 +669,12 @@ def test_dead_letter_direct_construction_rules() -> None:
 
 def test_json_schemas() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"activity", "tickets", "surveys", "subscriptions", "alert", "score", "deadletter"}
+    assert set(schemas) == {"activity", "tickets", "surveys", "subscriptions", "alert", "score", "deadletter", "undelivered"}
     for name, schema in schemas.items():
         assert isinstance(schema, dict) and isinstance(schema["properties"], dict), name
         json.dumps(schema)  # serialisable
     assert set(schemas["activity"]["properties"]) >= {"event_id", "customer_id", "ts", "action", "count"}
     assert {"type": "integer", "description": "epoch milliseconds"} in schemas["tickets"]["properties"]["ts"]["anyOf"]
     assert schemas["alert"]["properties"]["ts"]["type"] == "string"
-    assert set(OUTPUT_MODELS) == {"alert", "score", "deadletter"}
+    assert set(OUTPUT_MODELS) == {"alert", "score", "deadletter", "undelivered"}
     assert all(issubclass(m, BaseModel) for m in OUTPUT_MODELS.values())

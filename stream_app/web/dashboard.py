@@ -22,6 +22,10 @@ Endpoints (relative to ``/dashboard/``)::
     GET  api/alerts             ?limit=50[&customer_id=...]  newest first
     GET  api/stream             server-sent events: "alert" (id = sequence number; Last-Event-ID resumes)
     GET  api/model              the churn model's summary
+    GET  api/customers/{id}     current health, band, churn probability, reasons, last change (``web.api``)
+    GET  api/openapi.json       the OpenAPI 3 document of these JSON endpoints
+
+``api/customers/{id}`` and ``api/openapi.json`` are also served at the root (``/api/...``).
 
 Bad parameters get ``400 {"error": "<field>: <message> (<rule>)", "errors": [{field, rule, message}]}``.
 """
@@ -41,11 +45,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.errors import field_error, format_errors, format_validation_error
 from stream_app.ops.kpi_metrics import KpiCache
+from stream_app.ops.security import install_token_auth
 from stream_app.pipeline.clients import redis_client
 from stream_app.read.queries import customer_detail, model_summary, risk_page
 from stream_app.read.tiles import PortfolioCache
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
+from stream_app.web.api import customer_handler, openapi_handler
 from stream_app.web.feeds import LiveFeeds
 
 log = logging.getLogger(__name__)
@@ -266,6 +272,8 @@ def create_dashboard_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/model", model)
+    app.router.add_get("/api/customers/{id}", customer_handler(lambda request: request.app[STORE]))
+    app.router.add_get("/api/openapi.json", openapi_handler(f"{PREFIX}/api"))
     app.router.add_static("/static/", STATIC_DIR, append_version=True)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
@@ -284,6 +292,8 @@ def add_dashboard(parent: web.Application, settings: Settings, redirect_root: bo
     if redirect_root:
         parent.router.add_get("/", _to_dashboard)
     parent.add_subapp(f"{PREFIX}/", sub)
+    parent.router.add_get("/api/customers/{id}", customer_handler(lambda request: sub[STORE]))
+    parent.router.add_get("/api/openapi.json", openapi_handler(f"{PREFIX}/api"))
     return sub
 
 
@@ -301,6 +311,7 @@ def dashboard_url(settings: Settings, host: str = "localhost") -> str:
 def standalone_app(settings: Settings) -> web.Application:
     """The dashboard alone (``stream-app dashboard``): ``/`` redirects to it."""
     root = web.Application()
+    install_token_auth(root, settings)  # the worker's server installs it in ops.health
     add_dashboard(root, settings, redirect_root=True)
     return root
 
