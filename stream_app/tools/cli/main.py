@@ -5,13 +5,14 @@
 * ``data``: schemas, simulate
 * ``portfolio``: kpis, cohorts, segments
 * ``backtest``: backtest
+* ``partitions``: partitions check, partitions migrate
 """
 
 from __future__ import annotations
 
 import click
 
-from stream_app.tools.cli import backtest, data, inspect, portfolio, run
+from stream_app.tools.cli import backtest, data, inspect, partitions, portfolio, run
 
 
 @click.group()
@@ -21,7 +22,7 @@ def main() -> None:
 
 for command in (run.worker, run.replay, run.rebuild, inspect.customer, inspect.top, inspect.alerts, inspect.model,
                 data.schemas, data.simulate, run.demo, run.dashboard, portfolio.kpis, portfolio.cohorts,
-                portfolio.segments, backtest.backtest):
+                portfolio.segments, backtest.backtest, partitions.partitions):
     main.add_command(command)
 
 
