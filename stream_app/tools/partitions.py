@@ -70,8 +70,10 @@ async def partition_counts(settings: Settings, topics: list[str]) -> dict[str, i
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs())
     await admin.start()
     try:
+        # only topics that exist: describing a missing one may create it (auto-creation)
+        existing = [t for t in topics if t in set(await admin.list_topics())]
         found = {t["topic"]: (None if t.get("error_code") else len(t["partitions"]))
-                 for t in await admin.describe_topics(topics)}
+                 for t in (await admin.describe_topics(existing) if existing else [])}
     finally:
         await admin.close()
     return {t: found.get(t) for t in topics}
@@ -173,7 +175,8 @@ class Safety:
             out.append("the consumer group's members are unknown (the broker did not say): make sure every worker is stopped")
         elif self.members:
             out.append(f"the consumer group has {self.members} member(s): stop every worker (a killed worker stays a "
-                       "member until its session times out, SESSION_TIMEOUT_S)")
+                       "member until its session times out, SESSION_TIMEOUT_S; a broker that never drops departed "
+                       "members, such as Tansu 0.6, needs --workers-stopped once they are)")
         return out
 
 
@@ -202,11 +205,14 @@ class Migration:
     created: list[str] = field(default_factory=list)
     forgotten: int = 0
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 async def migrate(settings: Settings, store: StateStore, target: int, new_prefix: str | None = None,
-                  tails: Tails = first_unhandled, members: Members = group_members) -> Migration:
+                  tails: Tails = first_unhandled, members: Members = group_members,
+                  workers_stopped: bool = False) -> Migration:
     """Move the deployment to ``target`` partitions (see the module's docstring); idempotent.
+    ``workers_stopped``: the operator vouches for it (the broker keeps departed members).
     Raises ``MigrationRefused`` when it is not safe now or not possible on this broker."""
     redis = store.redis
     counts = await partition_counts(settings, partitioned_topics(settings))
@@ -238,6 +244,8 @@ async def migrate(settings: Settings, store: StateStore, target: int, new_prefix
         if wrong:
             raise MigrationRefused(f"new topics already exist with another partition count: {wrong}")
     safety = await assess(settings, store, counts, tails, members)
+    if workers_stopped:
+        safety.members = 0
     if not safety.drained or not safety.workers_stopped:
         raise MigrationRefused("not safe now:\n  " + "\n  ".join(safety.lines()))
     if new_prefix is None:
@@ -253,7 +261,11 @@ async def migrate(settings: Settings, store: StateStore, target: int, new_prefix
     await prepare_progress(store, input_topics(new_settings), target)
     old = marker.partitions if marker is not None and marker.topic_prefix == settings.topic_prefix else current
     fresh = [(t, p) for t in input_topics(new_settings) for p in range(target) if new_prefix is not None or p >= old]
-    await commit_starts(new_settings, fresh)
+    try:
+        await asyncio.wait_for(commit_starts(new_settings, fresh), 15)
+    except Exception as exc:  # noqa: BLE001 - the worker starts a partition without offsets at its start anyway
+        report.notes.append(f"could not commit the new partitions' start offsets ({type(exc).__name__}); the "
+                            "workers start them at their first record (auto offset reset: earliest)")
     await write_partitioning(redis, settings.key_prefix, after)
     if new_prefix is None:  # a producer that kept writing with the old count shows as new old-partition records
         late = await tails(settings, {tp: h + 1 for tp, h in safety.handled.items()})

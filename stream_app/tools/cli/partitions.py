@@ -44,12 +44,15 @@ def check() -> None:
 @click.option("--to", "target", type=click.IntRange(1, 1024), required=True, help="The new number of partitions")
 @click.option("--new-topic-prefix", default=None,
               help="Move to new topics (this prefix) instead of adding partitions (brokers that cannot add them)")
-def migrate(target: int, new_topic_prefix: str | None) -> None:
+@click.option("--workers-stopped", is_flag=True,
+              help="Every worker is stopped: skip the consumer-group check (brokers that keep departed members)")
+def migrate(target: int, new_topic_prefix: str | None, workers_stopped: bool) -> None:
     """Move to TARGET partitions: refuses unless every input record is handled and every worker
     stopped; idempotent. Run it with the deployment's current settings."""
     settings = load_settings()
     try:
-        report = with_store(settings, lambda store: do_migrate(settings, store, target, new_topic_prefix))
+        report = with_store(settings, lambda store: do_migrate(settings, store, target, new_topic_prefix,
+                                                                    workers_stopped=workers_stopped))
     except MigrationRefused as exc:
         console.print(f"[red]refused:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
@@ -62,6 +65,8 @@ def migrate(target: int, new_topic_prefix: str | None) -> None:
     if report.created:
         console.print(f"created {', '.join(report.created)}; forgot the old topics' offsets of "
                       f"{report.forgotten:,} customers", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     console.print(f"done: start the workers with TOPIC_PARTITIONS={after.partitions}"
