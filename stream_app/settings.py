@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     broker_ssl_certfile: str | None = None
     broker_ssl_keyfile: str | None = None
     topic_prefix: str = "cs."
-    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_partitions: int = Field(
+        default=12, ge=1, le=1024,
+        description="Partitions of the topics this app creates: at most this many workers share the load. An "
+        "existing deployment changes it with `stream-app partitions migrate` (docs/operations.md)",
+    )
     topic_replication: int = Field(default=1, ge=1, le=16)
     app_id: str = Field(default="churn-stream", min_length=1, description="Faust app id = consumer group")
     # Faust's default (60 s) makes every start-up and rebalance wait that long on a

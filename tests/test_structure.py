@@ -208,6 +208,7 @@ def test_every_field_the_lua_writes_for_python_is_in_the_lua() -> None:
                layout.STARTED, layout.CANCELLED_AT, layout.OPEN_TICKETS, layout.OPEN_TICKET_LOAD, layout.LAST_EVENT,
                layout.FIRST_SEEN, layout.LAST_ACTIVITY, layout.LAST_NPS, layout.LAST_NPS_AT, layout.ACTION_SLOTS,
                layout.HISTORY, layout.HEALTH_SCORE, layout.HISTORY_PRUNED_DAY, layout.SNAPSHOT_DAY, layout.SORT_KEY]
+    written += list(layout.SOURCE_OFFSETS)  # forgotten by ``state/partitions.py`` on a move to new topics
     missing = [f for f in written if f"'{f}'" not in lua and f"'{f}' .." not in lua]
     assert not missing, missing
 

@@ -133,6 +133,12 @@ def wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
         tps = [tp for tp in assigned if tp.topic in inputs]
         if not tps:
             return
+        beyond = sorted(f"{tp.topic}[{tp.partition}]" for tp in tps if tp.partition >= settings.topic_partitions)
+        if beyond:  # partitions added under a running deployment: its customers' records now split
+            _fatal(StateLostError(
+                f"assigned {', '.join(beyond)} but TOPIC_PARTITIONS={settings.topic_partitions}: partitions were added "
+                f"while workers ran; stop every worker, run `stream-app partitions migrate --to <the new count>` "
+                f"(docs/operations.md, \"Changing the number of partitions\") and restart with that TOPIC_PARTITIONS"))
         ends = await app.consumer.highwaters(*tps)
         starts = await app.consumer.earliest_offsets(*tps)
         ingestor = await runtime.ingestor()

@@ -20,6 +20,7 @@ customer's update is a single-slot Lua script and the layout works unchanged on 
     {prefix}wm                   string  newest event time applied anywhere (the read side's "now")
     {prefix}epoch                string  marker of this deployment's state (a restart that lost it shows)
     {prefix}fence:<n>            string  fence generation of partition group n (its current owner)
+    {prefix}partitioning         string  the input topics the state was built on: "<topic prefix>|<partitions>"
     {prefix}risk                 zset    customer -> churn probability (active customers)
     {prefix}labels:pending       zset    "<customer>\\0<snapshot>" -> due time of its label
     {prefix}model:through        string  last event-time day the learner completed
@@ -44,6 +45,7 @@ from typing import Any
 # --- global keys (under the key prefix) ------------------------------------------------------
 WATERMARK = "wm"
 EPOCH = "epoch"
+PARTITIONING = "partitioning"  # "<topic prefix>|<partitions>" (``stream-app partitions``)
 RISK = "risk"
 LABELS_PENDING = "labels:pending"
 MODEL_THROUGH = "model:through"
@@ -70,6 +72,9 @@ PROGRESS_LOW = "lw"  # low watermark: every record ordered before it is done
 PROGRESS_IDLE = "idle"  # '1': the partition was at its log end
 
 # --- main hash: written by lua/apply_events.lua (the event's update) ----------------------------
+#: the last applied source record per topic kind, "<partition>:<offset>" (redelivery check); a
+#: move to new topics, whose offsets restart at 0, must forget them (``state/partitions.py``)
+SOURCE_OFFSETS = ("o:a", "o:t", "o:s", "o:b")
 EVENTS = "n"  # events applied
 DUPLICATES = "dup"  # events ignored as duplicates
 STATUS = "st"  # subscription status
@@ -215,6 +220,10 @@ class Keys:
     @property
     def epoch(self) -> str:
         return self.prefix + EPOCH
+
+    @property
+    def partitioning(self) -> str:
+        return self.prefix + PARTITIONING
 
     @property
     def risk(self) -> str:

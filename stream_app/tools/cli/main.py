@@ -6,13 +6,14 @@
 * ``portfolio``: kpis, cohorts, segments
 * ``backtest``: backtest
 * ``deliver``: deliver (and ``deliver test SINK``)
+* ``partitions``: partitions check, partitions migrate
 """
 
 from __future__ import annotations
 
 import click
 
-from stream_app.tools.cli import backtest, data, deliver, inspect, portfolio, run
+from stream_app.tools.cli import backtest, data, deliver, inspect, partitions, portfolio, run
 
 
 @click.group()
@@ -22,7 +23,7 @@ def main() -> None:
 
 for command in (run.worker, run.replay, run.rebuild, inspect.customer, inspect.top, inspect.alerts, inspect.model,
                 data.schemas, data.simulate, run.demo, run.dashboard, portfolio.kpis, portfolio.cohorts,
-                portfolio.segments, backtest.backtest, deliver.deliver):
+                portfolio.segments, backtest.backtest, deliver.deliver, partitions.partitions):
     main.add_command(command)
 
 

@@ -16,6 +16,7 @@ from stream_app.settings import all_topics
 from stream_app.tools.cli.common import broker_error, console, load_settings, setup_logging, with_store
 from stream_app.tools.demo import run_demo
 from stream_app.tools.embedded import ensure_topics
+from stream_app.tools.partitions import preflight
 from stream_app.tools.rebuild import rebuild as do_rebuild
 from stream_app.tools.replay import replay as do_replay
 from stream_app.web.dashboard import dashboard_url, run_dashboard
@@ -39,6 +40,12 @@ def worker() -> None:
         console.print(f"[red]cannot use the broker:[/red] {escape(broker_error(settings, exc))}", highlight=False,
                       soft_wrap=True)
         sys.exit(1)
+    # topics with another partition count, or Redis state built on other topics: stop here, clearly
+    problems = with_store(settings, lambda store: preflight(settings, store.redis))
+    for problem in problems:
+        console.print(f"[red]partitions:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+    if problems:
+        sys.exit(2)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
