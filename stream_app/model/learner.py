@@ -6,7 +6,8 @@ Labels arrive later: a snapshot of the model's features is frozen at most once p
 days in order: once the watermark passes the start of day D it resolves every snapshot due
 before D (positive if the customer cancelled within the horizon), learns them in (due, id)
 order and checkpoints "the model through day D", atomically with removing them from the
-pending index. Scoring an event of day d uses the checkpoint of day ``d - model_lag_days``
+pending index (on Redis Cluster, where these keys sit in different slots: key by key, with a
+check-and-set of ``model:through`` as the commit point, see ``_commit_by_key``). Scoring an event of day d uses the checkpoint of day ``d - model_lag_days``
 (events wait until it exists), so which model scored an event is a function of event time,
 not of how fast the learner happened to run: a replay gives the same probabilities.
 """
