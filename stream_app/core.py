@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, overload
 
 from aiokafka.errors import KafkaError
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -89,6 +89,10 @@ TRANSIENT_ERRORS = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
+    # Redis Cluster during a failover or resharding (a primary down, a slot not served yet)
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
     ConnectionError,
     OSError,
     KafkaError,

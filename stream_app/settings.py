@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=None,
         description="redis://[user:password@]host:port/db or rediss:// for TLS. Unset/unreachable: the demo embeds one.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL is a node of a Redis Cluster: the client discovers the others and routes each key "
+        "to its slot's primary (docs/operations.md#redis-cluster)",
+    )
     redis_username: str | None = None
     redis_password: SecretStr | None = None
     redis_ssl_ca_certs: str | None = None
@@ -312,6 +317,7 @@ class KafkaSettings(Section):
 
 class RedisSettings(Section):
     redis_url: str | None
+    redis_cluster: bool
     redis_username: str | None
     redis_password: SecretStr | None
     redis_ssl_ca_certs: str | None

@@ -24,6 +24,7 @@ from stream_app.settings import Settings
 from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, redis_reachable
 from support.e2e import e2e_env, worker  # noqa: F401  (fixtures: a worker process on the test broker and Redis)
 from support.harness import Harness
+from support.redis_cluster import RedisClusterProcess, cluster_tools
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,18 @@ def redis_url() -> Iterator[str]:
         yield embedded.url
     finally:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A private three-node Redis Cluster (``support/redis_cluster.py``) for this session."""
+    if cluster_tools() is None:
+        pytest.skip("redis-server / redis-cli not installed: no Redis Cluster")
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

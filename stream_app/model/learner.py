@@ -6,7 +6,8 @@ Labels arrive later: a snapshot of the model's features is frozen at most once p
 days in order: once the watermark passes the start of day D it resolves every snapshot due
 before D (positive if the customer cancelled within the horizon), learns them in (due, id)
 order and checkpoints "the model through day D", atomically with removing them from the
-pending index. Scoring an event of day d uses the checkpoint of day ``d - model_lag_days``
+pending index (on Redis Cluster, where these keys sit in different slots: key by key, with a
+check-and-set of ``model:through`` as the commit point, see ``_commit_by_key``). Scoring an event of day d uses the checkpoint of day ``d - model_lag_days``
 (events wait until it exists), so which model scored an event is a function of event time,
 not of how fast the learner happened to run: a replay gives the same probabilities.
 """
@@ -23,6 +24,7 @@ from stream_app.model.churn import ChurnModel, new_model
 from stream_app.model.features import decode_features
 from stream_app.settings import INPUT_TOPICS, Settings
 from stream_app.state import layout
+from stream_app.state.cluster import CHECK_AND_SET, is_cluster
 from stream_app.state.layout import Keys
 from stream_app.state.store import StateStore
 
@@ -97,12 +99,37 @@ class Learner:
     async def _complete_days(self, through: int, day: int) -> bool:
         model = await self._load(through)
         pending = self.keys.labels_pending
-        due = await self.redis.zrangebyscore(pending, "-inf", f"({day * DAY_MS}")
+        cluster = is_cluster(self.redis)
+        # on a cluster a commit is not atomic (below): what is left due before `through` is a
+        # crashed commit's, already learnt, and is only removed
+        low = f"{through * DAY_MS}" if cluster else "-inf"
+        due = await self.redis.zrangebyscore(pending, low, f"({day * DAY_MS}")
         members = [text(m) for m in due]
         examples = await self._resolve(members)
         for ex in examples:
             model.learn_one(ex["x"], bool(ex["y"]))
         self.learned += len(examples)
+        commit = self._commit_by_key if cluster else self._commit
+        done = await commit(model, through, day, bool(examples), members)
+        if done is None:
+            return False
+        self._model_day = day
+        await self._collect(day)
+        if done:
+            pipe = self.redis.pipeline(transaction=False)
+            for m in done:
+                cid, snap = m.rsplit("\x00", 1)  # a customer id may hold a NUL, the snapshot never
+                pipe.hdel(self.store.keys(cid).snapshots, snap)
+            await pipe.execute()
+        if examples and self.outputs is not None:
+            await self.outputs.examples(examples)
+        return True
+
+    async def _commit(self, model: ChurnModel, through: int, day: int, learnt: bool,
+                      members: list[str]) -> list[str] | None:
+        """The day's checkpoint, ``through`` and the pending index in one transaction; returns
+        the labels it removed from the index, None if another learner moved on."""
+        pending = self.keys.labels_pending
         # check-and-set on `through`: during a leadership hand-over two learners may briefly
         # run; only one completes a day, the other starts again from the checkpoint
         async with self.redis.pipeline(transaction=True) as tx:
@@ -110,9 +137,9 @@ class Learner:
             current = await tx.get(self.keys.model_through)
             if current is None or int(current) != through:
                 self.model = None
-                return False
+                return None
             tx.multi()
-            if examples:
+            if learnt:
                 model.decide()  # the champion serving from this checkpoint on, stored with it
                 tx.set(self.keys.model_blob(day), model.to_bytes())
                 tx.zadd(self.keys.model_days, {str(day): day})
@@ -122,17 +149,31 @@ class Learner:
             if members:
                 tx.zrem(pending, *members)
             await tx.execute()  # WatchError: another learner moved on; the caller's except resets
-        self._model_day = day
-        await self._collect(day)
-        if members:
-            pipe = self.redis.pipeline(transaction=False)
-            for m in members:
-                cid, snap = m.rsplit("\x00", 1)  # a customer id may hold a NUL, the snapshot never
-                pipe.hdel(self.store.keys(cid).snapshots, snap)
-            await pipe.execute()
-        if examples and self.outputs is not None:
-            await self.outputs.examples(examples)
-        return True
+        return members
+
+    async def _commit_by_key(self, model: ChurnModel, through: int, day: int, learnt: bool,
+                             members: list[str]) -> list[str] | None:
+        """The same commit on Redis Cluster, where these keys sit in different slots: one key
+        at a time, with the check-and-set of ``through`` as the commit point. The checkpoint
+        of ``day`` is written first (no scorer reads a day beyond ``through``; a retry writes
+        it again), the pending labels are removed after (a crash in between leaves them due
+        before ``through``, where the next step only removes them: learnt once)."""
+        if learnt:
+            model.decide()
+            await self.redis.set(self.keys.model_blob(day), model.to_bytes())
+            await self.redis.zadd(self.keys.model_days, {str(day): day})
+            await self.redis.set(self.keys.model_summary,
+                                 orjson.dumps(model.summary(), option=orjson.OPT_SERIALIZE_NUMPY))
+            await self.redis.set(self.keys.model_version, model.version)
+        moved = await self.redis.eval(CHECK_AND_SET, 1, self.keys.model_through, through, day)
+        if not int(moved):  # another learner moved on: start again from the checkpoint
+            self.model = None
+            return None
+        stale = await self.redis.zrangebyscore(self.keys.labels_pending, "-inf", f"({through * DAY_MS}")
+        gone = members + [text(m) for m in stale]
+        if gone:
+            await self.redis.zrem(self.keys.labels_pending, *gone)
+        return gone
 
     async def _collect(self, day: int) -> None:
         """Drop checkpoints that serve only days older than KEEP_DAYS (keep the one serving

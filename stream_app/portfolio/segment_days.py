@@ -189,7 +189,9 @@ class DailySegments:
         if not keys:
             return
         pipe = redis.pipeline(transaction=False)
-        pipe.unlink(*keys)
+        # every key shares {pf} (one slot); as a plain command: a cluster pipeline's unlink() is a
+        # coroutine taking one key
+        pipe.execute_command("UNLINK", *keys)
         if len(stale) > 1:
             pipe.zrem(self.k_days, *stale[:-1])
         pipe.zremrangebyscore(self.k_obs_days, "-inf", f"({old}")

@@ -61,6 +61,7 @@ from stream_app.portfolio.reports import Meta, PortfolioReports, read_meta
 from stream_app.portfolio.segment_days import DailySegments
 from stream_app.settings import Settings
 from stream_app.state import layout
+from stream_app.state.cluster import PipelinedScript
 from stream_app.state.layout import Keys, PortfolioKeys
 
 __all__ = ["Assessment", "Observation", "PortfolioItem", "PortfolioTracker", "ReplayedObservation", "decode_scoring",
@@ -113,8 +114,8 @@ class PortfolioTracker(PortfolioAssessor, PortfolioReports):
         self.names = Keys(settings.key_prefix)
         self.segments = DailySegments(self.names, self.keys, self.cfg.segments, settings.model_lag_days)
         self.stats = PortfolioStats()
-        self._script_src = resources.files("stream_app.state").joinpath("lua/portfolio_apply.lua").read_text()
-        self._script: Any = None
+        self._script = PipelinedScript(
+            resources.files("stream_app.state").joinpath("lua/portfolio_apply.lua").read_text())
         # a worker's agents refresh concurrently: one update at a time, so that each update's
         # read of the stored records (which decides what to write) sees the previous one's writes
         self._lock = asyncio.Lock()
@@ -286,9 +287,7 @@ class PortfolioTracker(PortfolioAssessor, PortfolioReports):
         version. Returns how many records changed."""
         if not writes:
             return 0
-        if self._script is None:
-            self._script = redis.register_script(self._script_src)
-        pipe = redis.pipeline(transaction=False)
+        calls = []
         for i in range(0, len(writes), _CHUNK):
             chunk = writes[i : i + _CHUNK]
             pairs: dict[Period, int] = {}
@@ -304,8 +303,9 @@ class PortfolioTracker(PortfolioAssessor, PortfolioReports):
                     pairs[p] = len(pairs) + 1
                     keys += [self.keys.contributions(p), self.keys.sums(p)]
                 items.append([pairs[p], p.kind, p.label, cid, rec, version])
-            await self._script(keys=keys, args=[_FIELD_NAMES, mode, orjson.dumps(items)], client=pipe)
-        return sum(int(n) for n in await pipe.execute())
+            calls.append((keys, [_FIELD_NAMES, mode, orjson.dumps(items)]))
+        # every key shares {pf}: one slot, on a cluster too (the whole pipeline goes to one node)
+        return sum(int(n) for n in await self._script.run(redis, calls))
 
     async def rollover(self, redis: Any, now_month: int, meta: Meta | None = None) -> Meta:
         """Carry customers into every period event time has entered since the last rollover,

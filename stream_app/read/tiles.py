@@ -30,6 +30,7 @@ from stream_app.core import DAY_MS, text
 from stream_app.scoring.scorecard import ScorecardConfig
 from stream_app.settings import Settings
 from stream_app.state import layout
+from stream_app.state.cluster import PipelinedScript, is_cluster
 from stream_app.state.layout import customer_of_main_key
 from stream_app.state.store import StateStore
 
@@ -200,10 +201,12 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
         *_PASS_FIELDS, layout.SURVEY_DAY,
     ]
     script = store.redis.register_script(_PASS_SCRIPT)
+    pipelined = PipelinedScript(_PASS_SCRIPT)
     totals = [0.0] * _N_AGG
     counts = [0] * ((100 + BIN_WIDTH - 1) // BIN_WIDTH)
     ranked: dict[str, list[tuple[float, str]]] = {b: [] for b in BANDS}
-    per_key = False
+    # on a cluster the keys of a chunk are in different slots: one call per customer
+    per_key = is_cluster(store.redis)
 
     def merge(keys: list[str], agg: list[Any], ranking: list[Any]) -> None:
         for i in range(_N_AGG):
@@ -226,10 +229,7 @@ async def scan_portfolio(store: StateStore, settings: Settings, with_csat: bool 
                 if "CROSSSLOT" not in str(exc) and "cross" not in str(exc).lower():
                     raise
                 per_key = True
-        pipe = store.redis.pipeline(transaction=False)
-        for k in keys:
-            await script(keys=[k], args=args, client=pipe)
-        for k, (agg, ranking) in zip(keys, await pipe.execute()):
+        for k, (agg, ranking) in zip(keys, await pipelined.run(store.redis, [([k], args) for k in keys])):
             merge([k], agg, ranking)
 
     seen: set[str] = set()

@@ -6,7 +6,9 @@ Python code spells none of these names itself: it imports them from here. The Lu
 every field the Lua writes and Python reads appears in the Lua under the same name.
 
 Keys (``{prefix}`` is ``KEY_PREFIX``; every key of one customer shares one hash tag, so a
-customer's update is a single-slot Lua script and the layout works unchanged on Redis Cluster)::
+customer's update is a single-slot Lua script and the layout works on Redis Cluster; the global
+keys below sit in different slots, so no script or transaction mixes them there, see
+``state/cluster.py``)::
 
     {prefix}c:{<tag>}            hash    main: scalars, sparse ticket/survey/billing/MRR day buckets,
                                          score history, the saved score state (fields below)

@@ -1,7 +1,8 @@
 """End to end: JSON Lines -> `stream-app replay` -> Kafka -> Faust worker -> Redis -> `stream-app customer`.
 
 A real worker process (``stream-app worker``) runs against the test broker and Redis with
-its own topic prefix, key prefix and consumer group.
+its own topic prefix, key prefix and consumer group; on the plain Redis and on a three-node
+Redis Cluster (``tests/e2e/conftest.py``), with the same assertions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from support.e2e import build_file, customer_json, run_cli, wait_handled
+from support.e2e import build_file, customer_json, keys_per_node, run_cli, wait_handled
 from stream_app.read.topics import read_topic
 
 def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Popen[bytes], tmp_path: Path) -> None:
@@ -67,3 +68,7 @@ def test_replay_file_end_to_end(e2e_env: dict[str, str], worker: subprocess.Pope
     assert again["duplicates_ignored"] == 2 + 15 + 2
     assert {k: v for k, v in again.items() if k != "duplicates_ignored"} == before
     assert len(asyncio.run(read_topic(bootstrap, e2e_env["TOPIC_PREFIX"] + "alerts"))) == len(alerts)
+    if e2e_env["REDIS_CLUSTER"] == "true":
+        # the state really is spread: several nodes hold some of this run's keys
+        per_node = keys_per_node(e2e_env)
+        assert sum(1 for n in per_node.values() if n > 0) >= 2, per_node

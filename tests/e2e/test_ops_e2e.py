@@ -36,11 +36,11 @@ def http(url: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]
 
 
 @pytest.fixture
-def ops_env(broker_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
+def ops_env(broker_url: str, e2e_redis: tuple[str, bool], key_prefix: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     env = dict(os.environ)
     env.update(
-        BROKER_URL=broker_url, REDIS_URL=redis_url, KEY_PREFIX=key_prefix, TOPIC_PREFIX=f"o{run}.",
+        BROKER_URL=broker_url, REDIS_URL=e2e_redis[0], REDIS_CLUSTER=str(e2e_redis[1]).lower(), KEY_PREFIX=key_prefix, TOPIC_PREFIX=f"o{run}.",
         APP_ID=f"ops-{run}", REBALANCE_TIMEOUT_S="4", SESSION_TIMEOUT_S="10", HEARTBEAT_INTERVAL_S="1",
         TOPIC_PARTITIONS="3", LOG_LEVEL="info", DEDUPE_DAYS="120",
         WEB_ENABLED="true", WEB_PORT=str(free_port()), WEB_TOKEN=TOKEN, WATCHDOG_INTERVAL_S="0.5",
@@ -150,6 +150,17 @@ def test_metrics_health_and_token(ops_env: dict[str, str], ops_worker: tuple[sub
     code, body, _ = http(f"{base}/health", TOKEN)
     health = json.loads(body)
     assert code == 200 and health["status"] == "ok" and len(health["partitions"]) == 12
+
+    # the dashboard's API reads the same state (on a Redis Cluster too)
+    code, body, _ = http(f"{base}/dashboard/api/at-risk?limit=5", TOKEN)
+    rows = json.loads(body)["rows"]
+    assert code == 200 and {r["customer_id"] for r in rows} == {"acme", "globex"}
+    code, body, _ = http(f"{base}/dashboard/api/customer?id=acme", TOKEN)
+    assert code == 200 and json.loads(body)["view"]["customer_id"] == "acme"
+    code, body, _ = http(f"{base}/dashboard/api/portfolio", TOKEN)
+    assert code == 200 and json.loads(body)["customers"] == 2, body
+    assert http(f"{base}/dashboard/api/kpis", TOKEN)[0] == 200
+    assert http(f"{base}/dashboard/api/model", TOKEN)[0] == 200
 
     # the CLI's alert feed reads the same topic
     out = run_cli(ops_env, "alerts", "--from-beginning", "--json")

@@ -12,18 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.e2e import run_cli, wait_handled
+from support.e2e import env_settings, keys_per_node, run_cli, wait_handled
 
 from stream_app.pipeline.clients import redis_client
 from stream_app.portfolio.kpi_batch import EVENT_FIELDS, reference_sums
 from stream_app.portfolio.tracker import PortfolioTracker
-from stream_app.settings import Settings
 from stream_app.tools.simulator import SimConfig, Simulator, write_jsonl
 
 
 
 def live_sums(env: dict[str, str], periods: list[Any]) -> dict[Any, dict[str, dict[str, int]]]:
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k in ("KEY_PREFIX", "REDIS_URL")})
+    settings = env_settings(env)
 
     async def read() -> Any:
         client = redis_client(settings)
@@ -59,3 +58,6 @@ def test_portfolio_through_kafka_matches_the_reference(
     run_cli(e2e_env, "replay", str(path))
     wait_handled(e2e_env, 2 * n)
     assert live_sums(e2e_env, periods) == live
+    if e2e_env["REDIS_CLUSTER"] == "true":
+        per_node = keys_per_node(e2e_env)
+        assert sum(1 for n in per_node.values() if n > 0) >= 2, per_node

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import redis.cluster
 
 from stream_app.settings import Settings
 
@@ -30,12 +32,20 @@ def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
 
 
 @pytest.fixture
-def e2e_env(broker_url: str, redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def e2e_redis(redis_url: str) -> tuple[str, bool]:
+    """(REDIS_URL, REDIS_CLUSTER) of the worker: the test Redis. ``tests/e2e/conftest.py``
+    parametrizes it: each test there runs on the plain Redis and on a Redis Cluster."""
+    return redis_url, False
+
+
+@pytest.fixture
+def e2e_env(broker_url: str, e2e_redis: tuple[str, bool], key_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     run = uuid.uuid4().hex[:8]
     env = dict(os.environ)
     env.update(
         BROKER_URL=broker_url,
-        REDIS_URL=redis_url,
+        REDIS_URL=e2e_redis[0],
+        REDIS_CLUSTER=str(e2e_redis[1]).lower(),
         KEY_PREFIX=key_prefix,
         TOPIC_PREFIX=f"t{run}.",
         APP_ID=f"e2e-{run}",
@@ -111,13 +121,36 @@ def customer_json(env: dict[str, str], cid: str) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+def env_settings(env: dict[str, str]) -> Settings:
+    """The Redis side of a worker's environment (URL, cluster or not, key and topic prefixes)."""
+    return Settings(_env_file=None, **{k.lower(): v for k, v in env.items()
+                                       if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "REDIS_URL",
+                                                "REDIS_CLUSTER")})
+
+
+def keys_per_node(env: dict[str, str]) -> dict[str, int]:
+    """On a Redis Cluster: this run's keys (``KEY_PREFIX*``) on each primary, by SCAN of that
+    node alone (where the slots put them, not where a client says)."""
+    cluster = redis.cluster.RedisCluster.from_url(env["REDIS_URL"])
+    try:
+        out = {}
+        for node in cluster.get_primaries():
+            client = redis.Redis(host=node.host, port=node.port)
+            try:
+                out[node.name] = sum(1 for _ in client.scan_iter(match=env["KEY_PREFIX"] + "*", count=1000))
+            finally:
+                client.close()
+        return out
+    finally:
+        cluster.close()
+
+
 def wait_handled(env: dict[str, str], expected: int, timeout: float = 120.0) -> None:
     """Wait until the worker's partition progress covers ``expected`` records."""
     from stream_app.pipeline.clients import redis_client
     from stream_app.state.store import StateStore
 
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()
-                                           if k in ("KEY_PREFIX", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "REDIS_URL")})
+    settings = env_settings(env)
 
     async def handled() -> int:
         client = redis_client(settings)
