@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -26,6 +26,7 @@ from schemas import InputEvent
 from stream_app.core import DAY_MS, RawCustomerState, text
 from stream_app.settings import Settings
 from stream_app.state import layout
+from stream_app.state.cluster import is_cluster, load_script
 from stream_app.state.codec import ScoreSave, encode_changes, encode_for_script
 from stream_app.state.customer import CustomerState
 from stream_app.state.layout import CustomerKeys, Keys
@@ -33,7 +34,6 @@ from stream_app.state.layout import CustomerKeys, Keys
 log = logging.getLogger(__name__)
 
 APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,18 +186,12 @@ class StateStore:
     async def load_customers(self, wanted: Sequence[tuple[str, int]]) -> list[CustomerState | None]:
         """Load and claim customers for the worker that owns them: ``(customer, fence
         generation)`` pairs, one pipelined round trip. None: a newer owner claimed it (fenced)."""
-        if not wanted:
-            return []
-
-        async def send(shas: dict[str, str]) -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for cid, gen in wanted:
-                k = self.keys(cid)
-                pipe.evalsha(shas["load"], 6, k.main, k.days, k.seen, k.tickets, k.dedupe, k.outbox, gen, layout.OWNER)
-            return await self._execute(pipe)
-
+        calls = []
+        for cid, gen in wanted:
+            k = self.keys(cid)
+            calls.append(([k.main, k.days, k.seen, k.tickets, k.dedupe, k.outbox], [gen, layout.OWNER]))
         out: list[CustomerState | None] = []
-        for (cid, _), res in zip(wanted, await self._with_scripts(send)):
+        for (cid, _), res in zip(wanted, await self._run_owned("load", calls)):
             if int(res[0]) == 0:
                 out.append(None)
                 continue
@@ -228,26 +222,18 @@ class StateStore:
                 keys += self.keys(st.customer_id).script_keys()
                 argv += [gen, encode_changes(st)]
             calls.append((keys, argv))
-
-        async def send(shas: dict[str, str]) -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for keys, argv in calls:
-                pipe.evalsha(shas["write"], len(keys), *keys, *argv)
-            if newest_ms >= 0:
-                pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
-            return await self._execute(pipe)
-
-        results = await self._with_scripts(send) if calls or newest_ms >= 0 else []
         fenced: set[str] = set()
-        for chunk, res in zip(chunks, results):
+        for chunk, res in zip(chunks, await self._run_owned("write", calls)):
             fenced.update(st.customer_id for (st, _), ok in zip(chunk, res) if int(ok) == 0)
+        if newest_ms >= 0:
+            await self.redis.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
         return fenced
 
     def _write_chunks(self, states: Sequence[tuple[CustomerState, int]]) -> list[list[tuple[CustomerState, int]]]:
         """Customers per script call: on Redis Cluster, those of one hash slot; else up to 64."""
         if not states:
             return []
-        if not isinstance(self.redis, aioredis.RedisCluster):
+        if not is_cluster(self.redis):
             return [list(states[i:i + _WRITE_CHUNK]) for i in range(0, len(states), _WRITE_CHUNK)]
         by_slot: dict[int, list[tuple[CustomerState, int]]] = {}
         for item in states:
@@ -261,19 +247,37 @@ class StateStore:
                 raise r
         return res
 
-    async def _with_scripts(self, send: Callable[[dict[str, str]], Awaitable[T]]) -> T:
-        """``send(shas)``: the owned-state scripts loaded; once more after Redis forgot them
-        (a restart, SCRIPT FLUSH: nothing of a call that failed so was applied)."""
+    async def _run_owned(self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Run an owned-state script once per ``(keys, args)`` call, in one pipeline. Calls that
+        failed because a node forgot the script (a restart, a failover, SCRIPT FLUSH) are sent
+        again, alone, after loading it on every primary; never the ones that ran (the write
+        appends to the outbox: running it twice would duplicate entries)."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
         for attempt in (0, 1):
+            if not todo:
+                break
             if self._owned_shas is None:
-                self._owned_shas = {name: await self.redis.script_load(src) for name, src in _OWNED_SCRIPTS.items()}
-            try:
-                return await send(self._owned_shas)
-            except NoScriptError:
+                self._owned_shas = {n: await load_script(self.redis, src) for n, src in _OWNED_SCRIPTS.items()}
+            sha = self._owned_shas[name]
+            pipe = self.redis.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            retry = []
+            for i, r in zip(todo, await pipe.execute(raise_on_error=False)):
+                if isinstance(r, NoScriptError):
+                    retry.append(i)
+                elif isinstance(r, Exception):
+                    raise r
+                else:
+                    results[i] = r
+            if retry:
                 self._owned_shas = None
                 if attempt:
-                    raise
-        raise AssertionError("unreachable")
+                    raise NoScriptError(f"the {name} script was not found on a node after loading it again")
+            todo = retry
+        return results
 
     # --- partition progress ---------------------------------------------------------------
     async def ensure_progress(self, topic: str, partition: int, idle: bool) -> None:

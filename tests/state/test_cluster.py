@@ -28,7 +28,9 @@ from stream_app.read.queries import customer_detail, customer_view, model_summar
 from stream_app.read.tiles import scan_portfolio
 from stream_app.settings import Settings
 from stream_app.state.cluster import PipelinedScript, is_cluster
+from stream_app.state.customer import MAIN
 from stream_app.state.layout import Keys
+from stream_app.state.owned import OwnedStates
 from stream_app.state.store import StateStore, delete_prefix
 
 
@@ -138,3 +140,33 @@ async def test_the_state_store_and_progress_on_a_cluster(cluster_client: Any, ke
     summary = orjson.dumps({"serving": "prior-health-v1"})
     await cluster_client.set(Keys(key_prefix).model_summary, summary)
     assert (await model_summary(store, settings) or {}).get("serving") == "prior-health-v1"
+
+
+async def test_owned_state_writes_by_slot_and_survives_a_script_flush(cluster_client: Any, key_prefix: str,
+                                                                       redis_cluster: RedisClusterProcess) -> None:
+    """The worker's once-per-drain write on a cluster: one script call per hash slot, every
+    customer read back as written; after every node forgot the scripts, the write is sent
+    again without appending the outbox twice; a fenced worker writes nothing."""
+    settings = Settings(_env_file=None, redis_url=redis_cluster.url, redis_cluster=True, key_prefix=key_prefix)
+    store = StateStore(cluster_client, settings)
+    owned = OwnedStates(store, capacity=1000)
+    await owned.claim([0])
+    cids = [f"c{i}" for i in range(40)]
+    states = await owned.get({cid: 0 for cid in cids})
+    for i, st in enumerate(states.values()):
+        st.hset(MAIN, "n", str(i))
+        st.outbox.append(f"a{i}")
+    await cluster_client.script_flush()
+    assert await owned.write(states.values(), [("zadd", (Keys(key_prefix).risk, {"c0": 0.5}))], 7) == set()
+    again = await OwnedStates(store, capacity=1000).get({cid: 0 for cid in cids})
+    assert [again[cid].main["n"] for cid in cids] == [str(i) for i in range(40)]
+    assert all(again[cid].leftovers == [f"a{i}".encode()] for i, cid in enumerate(cids))
+    nodes = [n for n in cluster_client.get_nodes() if n.server_type == "primary"]
+    sizes = [await cluster_client.dbsize(target_nodes=n) for n in nodes]
+    assert sum(1 for size in sizes if size) >= 2
+    other = OwnedStates(store, capacity=1000)
+    await other.claim([0])
+    await other.get({"c1": 0})
+    states["c1"].hset(MAIN, "n", "99")
+    assert await owned.write([states["c1"]], [], -1) == {"c1"}
+    assert (await store.read("c1")).main["n"] == "1"
