@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     max_tracked_users: int = Field(default=500, ge=1, description="Distinct users+features remembered per customer")
     priority_weights: dict[str, int] = Field(default={"low": 1, "normal": 2, "high": 4, "urgent": 8})
     batch_max: int = Field(default=500, ge=1, description="Events per Faust take() batch")
-    batch_within_s: float = Field(default=0.05, gt=0)
+    batch_within_s: float = Field(default=0.02, gt=0, description="Longest wait to fill a Faust take() batch (a drain then fits a 100 ms p99)")
 
     # --- Scoring, model and alerts ------------------------------------------------------
     scorecard_file: str | None = Field(default=None, description="YAML with weights, bands and factor ranges")
