@@ -272,8 +272,10 @@ local function save_ticket(field, t)
 end
 
 local function open_delta(n, w)
-  redis.call('HINCRBY', H, 'on', n)
-  redis.call('HINCRBY', H, 'ow', w)
+  -- as text: a weight of 0 negated is the double -0, which Redis would pass as "-0", and
+  -- HINCRBY refuses that ("value is not an integer"), failing the whole batch
+  redis.call('HINCRBY', H, 'on', string.format('%d', n))
+  redis.call('HINCRBY', H, 'ow', string.format('%d', w))
 end
 
 local function bound_open_tickets()
