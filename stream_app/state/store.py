@@ -27,10 +27,10 @@ from stream_app.settings import Settings
 from stream_app.state import layout
 from stream_app.state.codec import ScoreSave, encode_for_script
 from stream_app.state.layout import CustomerKeys, Keys
+# the statuses, defined with the layout (``state.apply`` returns them too); the pipeline imports them from here
+from stream_app.state.layout import ALREADY_APPLIED, APPLIED, DUPLICATE  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
 
 
 @dataclass(frozen=True)
