@@ -58,7 +58,8 @@ class CustomerState(RawCustomerState):
         self.outbox: list[str] = []
         #: entries the Redis outbox held when the customer was loaded (a crash's leftovers)
         self.leftovers: list[bytes] = list(outbox or [])
-        #: every key is deleted before this write (the customer came back after the retention period)
+        #: the customer came back after the retention period: its keys but the outbox (the hashes
+        #: and the label snapshots) are deleted before this write, which then holds all of ``hashes``
         self.reset = False
         #: a new event-time day was applied: the keys' expiry is renewed on write
         self.touched_day = False

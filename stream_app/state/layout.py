@@ -100,6 +100,17 @@ TICKET_DAY, SURVEY_DAY, BILLING_DAY, MRR_POINT_DAY = "t", "s", "b", "m"
 #: the last-seen hash: prefix + member
 SEEN_USER, SEEN_FEATURE = "u", "f"
 
+# --- main hash: the update's own bookkeeping (read back only by the Lua and ``state.apply``) -----
+OFFSET = "o:"  # + event kind: "<partition>:<offset>" of the newest record applied from its topic
+PRUNED_DAY = "pd"  # the event-time day the state was last pruned on
+SLOT_OF = "A:"  # + action name: its slot
+CANDIDATE = "q:"  # + action name: all-time count of an untracked action (a slot candidate)
+#: the tickets hash: prefix + ticket digest -> "state,opened_ms,last_ms,weight"
+TICKET = "k"
+TICKET_OPEN, TICKET_RESOLVED, TICKET_CLOSED = "o", "r", "c"
+#: the de-duplication hash: "<day>" + separator + chunk number -> concatenated digests
+DEDUPE_CHUNK = "."
+
 # --- main hash: the score state, saved by the Lua from ``codec.ScoreSave`` ----------------------
 HISTORY = "h"  # + day: that day's last score x10
 HEALTH_SCORE = "hs"  # newest score x10
@@ -126,6 +137,9 @@ LAST_CHANGE_ITEMS = ("lc1", "lc2")
 
 # --- event kinds as the Lua reads them (``codec.encode_for_script``) ------------------------------
 KIND_ACTIVITY, KIND_TICKET, KIND_SURVEY, KIND_SUBSCRIPTION = "a", "t", "s", "b"
+
+# --- what applying an event did (the Lua's reply, ``state.apply``'s return) ------------------------
+APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3  # applied; duplicate event_id; offset already applied
 
 # --- the portfolio (issue 7) -----------------------------------------------------------------
 PORTFOLIO = "pf:{pf}"

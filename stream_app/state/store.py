@@ -30,10 +30,10 @@ from stream_app.state.cluster import is_cluster, load_script
 from stream_app.state.codec import ScoreSave, encode_changes, encode_for_script
 from stream_app.state.customer import CustomerState
 from stream_app.state.layout import CustomerKeys, Keys
+# the statuses, defined with the layout (``state.apply`` returns them too); the pipeline imports them from here
+from stream_app.state.layout import ALREADY_APPLIED, APPLIED, DUPLICATE  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-APPLIED, DUPLICATE, ALREADY_APPLIED = 1, 2, 3
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,17 @@ local function num(v, d)
   return tonumber(v)
 end
 
+-- a before b in byte order: the tie-breaks between field names. Lua's '<' on strings
+-- collates by the server's locale (Redis sets LC_COLLATE from its environment), which
+-- the Python port (state/apply.py) could not follow.
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 -- comma-separated integer vectors (bucket values) -------------------------------------
 local function vget(key, field, n)
   local raw = redis.call('HGET', key, field)
@@ -174,7 +185,7 @@ local function action_slot(action, cnt)
     if string.sub(f, 1, 2) == 'q:' then
       cands = cands + 1
       local c = tonumber(all[i + 1])
-      if f ~= 'q:' .. action and (minc == nil or c < minc or (c == minc and f < minf)) then
+      if f ~= 'q:' .. action and (minc == nil or c < minc or (c == minc and before(f, minf))) then
         minf, minc = f, c
       end
     end
@@ -237,7 +248,7 @@ local function bound_x()
   local minf, mind = nil, nil
   for i = 1, #xs, 2 do
     local d = tonumber(xs[i + 1])
-    if mind == nil or d < mind or (d == mind and xs[i] < minf) then minf, mind = xs[i], d end
+    if mind == nil or d < mind or (d == mind and before(xs[i], minf)) then minf, mind = xs[i], d end
   end
   redis.call('HDEL', X, minf)
 end
@@ -261,18 +272,23 @@ local function save_ticket(field, t)
 end
 
 local function open_delta(n, w)
-  redis.call('HINCRBY', H, 'on', n)
-  redis.call('HINCRBY', H, 'ow', w)
+  -- as text: a weight of 0 negated is the double -0, which Redis would pass as "-0", and
+  -- HINCRBY refuses that ("value is not an integer"), failing the whole batch
+  redis.call('HINCRBY', H, 'on', string.format('%d', n))
+  redis.call('HINCRBY', H, 'ow', string.format('%d', w))
 end
 
 local function bound_open_tickets()
   if num(redis.call('HGET', H, 'on'), 0) <= MOT then return end
-  -- drop the oldest open ticket (it no longer counts in the backlog)
+  -- drop the oldest open ticket (it no longer counts in the backlog); of equally old ones
+  -- the first by field name (not the first in HGETALL order, which changes with the encoding)
   local ks = redis.call('HGETALL', K)
   local minf, mint = nil, nil
   for i = 1, #ks, 2 do
     local t = parse_ticket(ks[i + 1])
-    if t.st == 'o' and (mint == nil or t.opened < mint) then minf, mint = ks[i], t.opened end
+    if t.st == 'o' and (mint == nil or t.opened < mint or (t.opened == mint and before(ks[i], minf))) then
+      minf, mint = ks[i], t.opened
+    end
   end
   if minf then
     local t = parse_ticket(redis.call('HGET', K, minf))
