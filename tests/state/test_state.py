@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from support.harness import DAY, T0, Harness, ev
+from stream_app.settings import Settings
 
 async def test_activity_windows_slide_with_event_time(h: Harness) -> None:
     items = [
@@ -162,9 +163,8 @@ async def test_subscription_mrr_change_tenure_and_lww(h: Harness) -> None:
     assert a.subscription_status == "cancelled" and a.cancelled_at == T0 + DAY
 
 
-async def test_action_vocabulary_is_bounded(h: Harness) -> None:
-    h.settings.top_actions = 3
-    h.store._static_argv[2] = 3
+async def test_action_vocabulary_is_bounded(settings: Settings, redis_client: Any) -> None:
+    h = Harness(settings.model_copy(update={"top_actions": 3}), redis_client)
     items = []
     for day in range(5):
         for a, n in [("login", 5), ("export", 3), ("post", 2)]:
