@@ -5,12 +5,15 @@ to event-time days (real Redis)."""
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Any
 
+import orjson
 import pytest
 
 from support.harness import Harness
-from support.sim import run, sim_records
+from support.sim import run, sim_records, snapshot_of
+from stream_app.pipeline.ingest import Ingestor
 from stream_app.pipeline.ordering import GroupAligner
 from stream_app.model.checkpoints import ModelHolder
 from stream_app.settings import Settings
@@ -77,3 +80,46 @@ def test_a_late_event_keeps_its_place_behind_its_partition() -> None:
     assert g.tracks[("a", 0)].handled == -1  # offset 0 not done yet: progress is a prefix
     g.done(("a", 0), 0)
     assert (g.tracks[("a", 0)].handled, g.tracks[("a", 0)].wm) == (1, 500)
+
+
+async def test_four_workers_in_one_group_give_the_state_of_one(small_model: Settings, redis_client: Any) -> None:
+    """Eight partitions owned by one ingestor, or by four (two each, each keeping its own
+    customers in memory, one of them running the learner), fed interleaved: the same state,
+    model, labels and, per customer, the same outputs."""
+    logs: dict[tuple[str, int], list[bytes]] = {}
+    for (topic, _), values in sim_records(customers=40, days=60, seed=5).items():
+        for v in values:
+            cid = orjson.loads(v)["customer_id"]
+            logs.setdefault((topic, zlib.crc32(cid.encode()) % 8), []).append(v)
+    base = small_model.key_prefix
+    one = await run(Harness(small_model.model_copy(update={"key_prefix": base + "a:"}), redis_client), logs, None)
+
+    h = Harness(small_model.model_copy(update={"key_prefix": base + "b:"}), redis_client)
+    workers = [h.ingestor] + [Ingestor(h.store, h.settings, h.out, clock=lambda: h.clock_s, inline_learner=False)
+                              for _ in range(3)]
+    owner = {p: workers[p % 4] for p in range(8)}
+    for i, w in enumerate(workers):
+        await w.assign({(h.settings.topic(t), p): len(log) for (t, p), log in logs.items() if p % 4 == i})
+    cursor = {tp: 0 for tp in logs}
+    rng = random.Random(4)
+    while any(cursor[tp] < len(log) for tp, log in logs.items()):
+        tp = rng.choice([tp for tp in sorted(logs) if cursor[tp] < len(logs[tp])])
+        chunk = logs[tp][cursor[tp]: cursor[tp] + rng.randint(1, 200)]
+        cursor[tp] += len(chunk)
+        await owner[tp[1]].handle(h.records([(tp[0], v) for v in chunk], tp[1], len(logs[tp]) - cursor[tp]))
+    for _ in range(200):  # what the last batches left held: released as the others' progress moves
+        for w in workers:
+            await w.pump()
+        if not any(w.held() for w in workers):
+            break
+    assert not any(w.held() for w in workers)
+    assert all(len(w.scorer.owned) > 0 for w in workers)  # each kept its own customers
+    four = await snapshot_of(h)
+    assert len(one["examples"]) > 50 and one["alerts"]
+    for what in ("model", "through", "state"):
+        assert one[what] == four[what], what
+    assert sorted(one["examples"]) == sorted(four["examples"])
+    for what in ("alerts", "scores"):
+        for cid in one["state"]:
+            assert [x for x in one[what] if x["customer_id"] == cid] == \
+                [x for x in four[what] if x["customer_id"] == cid], (what, cid)

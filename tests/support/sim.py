@@ -40,6 +40,11 @@ async def run(h: Harness, logs: dict[tuple[str, int], list[bytes]], rng: random.
         chunk = logs[tp][cursor[tp]: cursor[tp] + size]
         cursor[tp] += len(chunk)
         await h.feed([(tp[0], v) for v in chunk], partition=tp[1], lag=len(logs[tp]) - cursor[tp])
+    return await snapshot_of(h)
+
+
+async def snapshot_of(h: Harness) -> dict[str, Any]:
+    """Everything a run leaves: outputs, every customer's state, the model."""
     state = {}
     for cid in sorted(await h.store.customer_ids(10_000)):
         raw = await h.store.read(cid)
