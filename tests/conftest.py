@@ -96,3 +96,10 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def h(settings: Settings, redis_client: aioredis.Redis) -> Harness:
     """An ingestor on the real Redis, with this test's key prefix."""
     return Harness(settings, redis_client)
+
+
+@pytest.fixture
+def e2e_redis(redis_url: str) -> tuple[str, bool]:
+    """(REDIS_URL, REDIS_CLUSTER) of a worker process started by ``e2e_env``: the test Redis.
+    ``tests/e2e/conftest.py`` runs its tests on a Redis Cluster as well."""
+    return redis_url, False
