@@ -1,0 +1,332 @@
+"""Incremental window sums: one customer's day buckets kept parsed, summed per window, and
+updated as the buckets change and as event-time days pass (pure, no I/O).
+
+Scoring runs per event, and between two events of one customer almost nothing changes: the
+day bucket of the event, a few scalars. :class:`WindowCache` keeps every bucket parsed with
+the band it falls in (band ``j``: the smallest window holding its day, as in
+``aggregates.compute_windows_full``) and the integer sums of each band; a window's sums are
+its band and every smaller one's. Integer sums are exact, so the result is the one the full
+recomputation gives, whatever the order of updates.
+
+A bucket changed when its value is not the very ``str`` object seen last time: a state kept
+in memory across events (``state.customer.CustomerState``) keeps the objects of unchanged
+fields, so the check costs one identity test per field; a state read afresh per event gets a
+new cache (``RawCustomerState.derived`` starts empty) and the cache is simply built. It is
+built again from the buckets when the action-slot layout changes (the activity buckets'
+width and meaning), when the state's dicts are other objects (a reset), and when its counts
+disagree with the state's.
+
+It also keeps, in the same pass over the main hash, what scoring reads of it besides the
+buckets: the score history (``h<day>``), the alert memory (``al:<kind>``) and the MRR change
+points, each in the hash's field order (as ``state.codec`` reads them).
+
+>>> from stream_app.core import RawCustomerState
+>>> raw = RawCustomerState("c", main={"na": "0"}, days={"9": "5,1", "5": "7,2", "0": "1,4"})
+>>> cache = WindowCache([1, 7, 30])
+>>> cache.update(raw, 9)
+>>> [(w, act[1], days) for w, act, days in zip(cache.order, *cache.totals()[:2])]
+[(1, 1, 1), (7, 3, 2), (30, 7, 3)]
+>>> raw.days["9"] = "5,3"; cache.update(raw, 12)          # a later event, three days on
+>>> [(w, act[1], days) for w, act, days in zip(cache.order, *cache.totals()[:2])]
+[(1, 0, 0), (7, 3, 1), (30, 9, 3)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream_app.core import RawCustomerState
+from stream_app.state import layout
+
+#: the main hash's day buckets summed per window: ticket, survey, billing (their widths)
+BUCKET_KINDS = layout.TICKET_DAY + layout.SURVEY_DAY + layout.BILLING_DAY
+WIDTHS = (8, 10, 6)
+#: main-hash entries kept besides the buckets (kind codes after the buckets' 0..2)
+_MRR, _HISTORY, _ALERT = 3, 4, 5
+#: slot name fields, formatted once
+_SLOT_FIELDS = [layout.slot_name_field(i) for i in range(256)]
+
+
+def parse_vec(raw: str | None, n: int) -> list[int]:
+    """A bucket's comma-separated counts, padded with zeros to ``n`` (longer: kept whole).
+
+    >>> parse_vec("1,2", 4), parse_vec("", 2), parse_vec("1,2,3", 2)
+    ([1, 2, 0, 0], [0, 0], [1, 2, 3])
+    """
+    v = [0] * n
+    if raw:
+        for i, x in enumerate(raw.split(",")):
+            if i < n:
+                v[i] = int(x)
+            else:
+                v.append(int(x))
+    return v
+
+
+def slot_names(main: dict[str, str]) -> list[str]:
+    """The tracked actions' names, by slot."""
+    n = int(main.get(layout.ACTION_SLOTS, "0"))
+    fields = _SLOT_FIELDS if n <= len(_SLOT_FIELDS) else [layout.slot_name_field(i) for i in range(n)]
+    return [main.get(fields[i], f"slot{i}") for i in range(n)]
+
+
+def _add(acc: list[int], v: list[int]) -> None:
+    for i in range(len(acc)):
+        acc[i] += v[i]
+
+
+def _sub(acc: list[int], v: list[int]) -> None:
+    for i in range(len(acc)):
+        acc[i] -= v[i]
+
+
+def _main_entry(f: str, v: str) -> list[Any] | None:
+    """A main-hash field the cache keeps: ``[value, kind, day or key, parsed, band]``, else None."""
+    bucket = layout.day_bucket(f, BUCKET_KINDS)
+    if bucket is not None:
+        kind = BUCKET_KINDS.index(bucket[0])
+        return [v, kind, bucket[1], parse_vec(v, WIDTHS[kind]), -1]
+    bucket = layout.day_bucket(f, layout.MRR_POINT_DAY)
+    if bucket is not None:
+        ts_s, cents_s, *_ = v.split(",")  # "ts,cents[,active]"
+        return [v, _MRR, bucket[1], (int(ts_s), int(cents_s)), -1]
+    day = layout.history_day(f)
+    if day is not None:
+        return [v, _HISTORY, day, int(v) / 10, -1]
+    kind_name = layout.alert_last_kind(f)
+    if kind_name is not None:
+        return [v, _ALERT, kind_name, int(v), -1]
+    return None
+
+
+class WindowCache:
+    """One customer's parsed buckets and per-band sums (see the module)."""
+
+    __slots__ = ("order", "ages", "main_ref", "days_ref", "seen_ref", "slots", "today", "act", "seen", "main",
+                 "ignore", "act_b", "days_b", "users_b", "feats_b", "rows_b", "history", "alerts", "points")
+
+    def __init__(self, windows: list[int]) -> None:
+        #: the windows, ascending (band j: days inside window j but no smaller one)
+        self.order = tuple(sorted(set(windows)))
+        ages: list[int] = []
+        for j, w in enumerate(self.order):
+            ages.extend([j] * (w - len(ages)))
+        #: band of a day by its age (today - day); older: none
+        self.ages = ages
+        self.main_ref: dict[str, str] | None = None
+        self.days_ref: dict[str, str] | None = None
+        self.seen_ref: dict[str, str] | None = None
+        self.slots: list[str] = []
+        self.today = 0
+        self.act: dict[str, list[Any]] = {}  # day field -> [value, day, counts, active, band]
+        self.seen: dict[str, list[Any]] = {}  # member -> [value, is user, day, band]
+        self.main: dict[str, list[Any]] = {}  # main field -> _main_entry
+        self.ignore: set[str] = set()  # main fields that are none of those
+        self.act_b: list[list[int]] = []
+        self.days_b: list[int] = []
+        self.users_b: list[int] = []
+        self.feats_b: list[int] = []
+        self.rows_b: list[list[list[int]]] = []
+        #: day -> score, kind -> time it last fired, MRR points (day, (ts, cents)): in field order
+        self.history: dict[int, float] = {}
+        self.alerts: dict[str, int] = {}
+        self.points: list[tuple[int, tuple[int, int]]] = []
+
+    def fits(self, windows: list[int]) -> bool:
+        return self.order == tuple(sorted(set(windows)))
+
+    def _band(self, day: int) -> int:
+        age = self.today - day
+        return self.ages[age] if 0 <= age < len(self.ages) else -1
+
+    # --- building and updating ------------------------------------------------------------
+    def _clear(self, raw: RawCustomerState, today: int) -> None:
+        nb = len(self.order)
+        self.main_ref, self.days_ref, self.seen_ref = raw.main, raw.days, raw.seen
+        self.today = today
+        self.act, self.seen, self.main, self.ignore = {}, {}, {}, set()
+        self.slots = []
+        self.act_b, self.days_b = [[0] * 2 for _ in range(nb)], [0] * nb
+        self.users_b, self.feats_b = [0] * nb, [0] * nb
+        self.rows_b = [[[0] * w for _ in range(nb)] for w in WIDTHS]
+
+    def _activity_layout(self, slots: list[str]) -> None:
+        """A new action-slot layout: the activity buckets are parsed and summed again."""
+        nb = len(self.order)
+        self.slots = slots
+        self.act = {}
+        self.act_b, self.days_b = [[0] * (2 + len(slots)) for _ in range(nb)], [0] * nb
+
+    def update(self, raw: RawCustomerState, today: int) -> None:
+        """Bring the cache to ``raw`` as of event-time day ``today``."""
+        if raw.main is not self.main_ref or raw.days is not self.days_ref or raw.seen is not self.seen_ref:
+            self._clear(raw, today)
+        elif today != self.today:
+            self._advance(today)
+        slots = slot_names(raw.main)
+        if slots != self.slots or not self.act_b:
+            self._activity_layout(slots)
+        self._sync_main(raw.main)
+        self._sync_days(raw.days)
+        self._sync_seen(raw.seen)
+        if (len(self.act) != len(raw.days) or len(self.seen) != len(raw.seen)
+                or any(d < 0 for d in self.days_b) or any(u < 0 for u in self.users_b)):
+            self._clear(raw, today)  # inconsistent (never expected): build again
+            self._activity_layout(slots)
+            self._sync_main(raw.main)
+            self._sync_days(raw.days)
+            self._sync_seen(raw.seen)
+
+    def _advance(self, today: int) -> None:
+        """Event time moved to another day: buckets change band (age out, or come in)."""
+        self.today = today
+        band = self._band
+        for e in self.act.values():
+            j = band(e[1])
+            if j != e[4]:
+                self._act_out(e)
+                e[4] = j
+                self._act_in(e)
+        for e in self.seen.values():
+            j = 0 if e[2] > today else band(e[2])
+            if j != e[3]:
+                self._seen_move(e, -1)
+                e[3] = j
+                self._seen_move(e, 1)
+        rows_b = self.rows_b
+        for e in self.main.values():
+            if e[1] < _MRR:
+                j = band(e[2])
+                if j != e[4]:
+                    if e[4] >= 0:
+                        _sub(rows_b[e[1]][e[4]], e[3])
+                    e[4] = j
+                    if j >= 0:
+                        _add(rows_b[e[1]][j], e[3])
+
+    def _act_in(self, e: list[Any]) -> None:
+        j = e[4]
+        if j >= 0:
+            _add(self.act_b[j], e[2])
+            if e[3]:
+                self.days_b[j] += 1
+
+    def _act_out(self, e: list[Any]) -> None:
+        j = e[4]
+        if j >= 0:
+            _sub(self.act_b[j], e[2])
+            if e[3]:
+                self.days_b[j] -= 1
+
+    def _seen_move(self, e: list[Any], sign: int) -> None:
+        if e[3] >= 0:
+            (self.users_b if e[1] else self.feats_b)[e[3]] += sign
+
+    def _sync_days(self, days: dict[str, str]) -> None:
+        act, width = self.act, 2 + len(self.slots)
+        for k, v in days.items():
+            e = act.get(k)
+            if e is not None:
+                if e[0] is v:
+                    continue
+                self._act_out(e)
+            d = int(k)
+            vec = parse_vec(v, width)
+            e = act[k] = [v, d, vec, any(vec[1:]), self._band(d)]
+            self._act_in(e)
+        if len(act) != len(days):
+            for k in [k for k in act if k not in days]:
+                self._act_out(act.pop(k))
+
+    def _sync_seen(self, seen: dict[str, str]) -> None:
+        mine, today = self.seen, self.today
+        for m, v in seen.items():
+            e = mine.get(m)
+            if e is not None:
+                if e[0] is v:
+                    continue
+                self._seen_move(e, -1)
+            d = int(v)
+            # a member seen after "now" (a late event) counts in every window
+            e = mine[m] = [v, layout.is_user(m), d, 0 if d > today else self._band(d)]
+            self._seen_move(e, 1)
+        if len(mine) != len(seen):
+            for m in [m for m in mine if m not in seen]:
+                self._seen_move(mine.pop(m), -1)
+
+    def _sync_main(self, main: dict[str, str]) -> None:
+        mine, ignore, rows_b = self.main, self.ignore, self.rows_b
+        history: dict[int, float] = {}
+        alerts: dict[str, int] = {}
+        mrr: list[tuple[int, tuple[int, int]]] = []
+        live = 0
+        for f, v in main.items():
+            e = mine.get(f)
+            if e is None or e[0] is not v:
+                if e is None and f in ignore:
+                    continue
+                if e is not None and e[1] < _MRR and e[4] >= 0:
+                    _sub(rows_b[e[1]][e[4]], e[3])
+                e = _main_entry(f, v)
+                if e is None:
+                    ignore.add(f)
+                    continue
+                mine[f] = e
+                if e[1] < _MRR:
+                    e[4] = j = self._band(e[2])
+                    if j >= 0:
+                        _add(rows_b[e[1]][j], e[3])
+            live += 1
+            kind = e[1]
+            if kind == _HISTORY:
+                history[e[2]] = e[3]
+            elif kind == _ALERT:
+                alerts[e[2]] = e[3]
+            elif kind == _MRR:
+                mrr.append((e[2], e[3]))
+        if live != len(mine):  # fields deleted (pruned buckets, history, a reset)
+            for f in [f for f in mine if f not in main]:
+                e = mine.pop(f)
+                if e[1] < _MRR and e[4] >= 0:
+                    _sub(rows_b[e[1]][e[4]], e[3])
+        self.history, self.alerts, self.points = history, alerts, mrr
+
+    # --- results --------------------------------------------------------------------------
+    def totals(self) -> tuple[list[list[int]], list[int], list[int], list[int], list[list[int]], list[list[int]],
+                              list[list[int]]]:
+        """Per window of ``order``: activity sums, active days, users, features, ticket,
+        survey and billing sums (each window holds every smaller one's bands)."""
+        act = [list(v) for v in self.act_b]
+        days, users, feats = list(self.days_b), list(self.users_b), list(self.feats_b)
+        rows = [[list(v) for v in kind] for kind in self.rows_b]
+        for j in range(1, len(self.order)):
+            _add(act[j], act[j - 1])
+            days[j] += days[j - 1]
+            users[j] += users[j - 1]
+            feats[j] += feats[j - 1]
+            for kind in rows:
+                _add(kind[j], kind[j - 1])
+        return act, days, users, feats, rows[0], rows[1], rows[2]
+
+    def mrr_at(self, start_day: int) -> int | None:
+        """MRR (cents) in force when a window opened on ``start_day``: the newest change point
+        before it, else the first one inside it (a customer younger than the window)."""
+        before: tuple[int, int] | None = None
+        first_inside: tuple[int, int] | None = None
+        for day, point in self.points:
+            if day < start_day:
+                if before is None or point[0] > before[0]:
+                    before = point
+            elif first_inside is None or point[0] < first_inside[0]:
+                first_inside = point
+        chosen = before or first_inside
+        return chosen[1] if chosen else None
+
+
+def window_cache(raw: RawCustomerState, windows: list[int], today: int) -> WindowCache:
+    """The state's cache (``raw.derived``), made when missing, brought up to date."""
+    cache = raw.derived
+    if not isinstance(cache, WindowCache) or not cache.fits(windows):
+        cache = raw.derived = WindowCache(windows)
+    cache.update(raw, today)
+    return cache
