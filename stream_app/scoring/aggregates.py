@@ -307,37 +307,89 @@ _WINDOW_FIELDS = tuple(WindowAggregates.model_fields)
 
 
 class Window:
-    """A window's aggregates as plain attributes (what scoring reads per event); ``model()``
-    is the :class:`WindowAggregates` with the same values."""
+    """A window's aggregates read straight from its sums (what scoring reads per event: each
+    value computed when read, by the same arithmetic as ``_window``); ``model()`` is the
+    :class:`WindowAggregates` with the same values."""
 
-    __slots__ = _WINDOW_FIELDS
+    __slots__ = ("days", "active_days", "active_users", "features_used", "_names", "_act", "_t", "_sv", "_b")
+
+    def __init__(self, window: int, slot_names: list[str], act: list[int], active_days: int, users: int,
+                 features: int, t: list[int], sv: list[int], b: list[int]) -> None:
+        self.days, self.active_days, self.active_users, self.features_used = window, active_days, users, features
+        self._names, self._act, self._t, self._sv, self._b = slot_names, act, t, sv, b
 
     def model(self) -> WindowAggregates:
         return WindowAggregates.model_construct(**{k: getattr(self, k) for k in _WINDOW_FIELDS})
 
+    @property
+    def actions(self) -> dict[str, int]:
+        act = self._act
+        named = {name: c for name, c in zip(self._names, act[2:]) if c}
+        if act[1]:
+            named["other"] = act[1]
+        return named
 
-def _lean_window(window: int, slot_names: list[str], act: list[int], active_days: int, users: int, features: int,
-                 t: list[int], sv: list[int], b: list[int]) -> Window:
-    """The same arithmetic as ``_window``, into a :class:`Window`."""
-    w = Window()
-    duration, other, actions = act[0], act[1], act[2:]
-    named = {name: c for name, c in zip(slot_names, actions) if c}
-    if other:
-        named["other"] = other
-    nps_n, csat_n, ces_n = sv[0], sv[5], sv[8]
-    w.days, w.activity_events, w.activity_duration_s, w.actions = window, other + sum(actions), duration, named
-    w.active_users, w.features_used, w.active_days = users, features, active_days
-    w.tickets_opened, w.tickets_resolved, w.tickets_reopened, w.ticket_load = t[0], t[1], t[2], t[3]
-    w.mean_time_to_resolve_h = t[4] / t[5] / 3600 if t[5] else None
-    w.sentiment_mean = t[6] / t[7] / 1000 if t[7] else None
-    w.nps_responses, w.nps_mean = nps_n, sv[1] / nps_n if nps_n else None
-    w.nps_promoters, w.nps_passives, w.nps_detractors = sv[2], sv[3], sv[4]
-    w.nps = 100 * (sv[2] - sv[4]) / nps_n if nps_n else None
-    w.csat_responses, w.csat_mean, w.csat_satisfied = csat_n, sv[6] / 1000 / csat_n if csat_n else None, sv[7]
-    w.csat = sv[7] / csat_n if csat_n else None
-    w.ces_responses, w.ces_mean = ces_n, sv[9] / 1000 / ces_n if ces_n else None
-    w.renewals, w.upgrades, w.downgrades, w.cancellations, w.plan_changes = b[1], b[2], b[3], b[4], b[2] + b[3]
-    return w
+    @property
+    def activity_events(self) -> int:
+        return self._act[1] + sum(self._act[2:])
+
+    @property
+    def activity_duration_s(self) -> int:
+        return self._act[0]
+
+
+    # the same arithmetic as ``_window``, in the same order
+    @property
+    def mean_time_to_resolve_h(self) -> float | None:
+        t = self._t
+        return t[4] / t[5] / 3600 if t[5] else None
+
+    @property
+    def sentiment_mean(self) -> float | None:
+        t = self._t
+        return t[6] / t[7] / 1000 if t[7] else None
+
+    @property
+    def nps_mean(self) -> float | None:
+        sv = self._sv
+        return sv[1] / sv[0] if sv[0] else None
+
+    @property
+    def nps(self) -> float | None:
+        sv = self._sv
+        return 100 * (sv[2] - sv[4]) / sv[0] if sv[0] else None
+
+    @property
+    def csat_mean(self) -> float | None:
+        sv = self._sv
+        return sv[6] / 1000 / sv[5] if sv[5] else None
+
+    @property
+    def csat(self) -> float | None:
+        sv = self._sv
+        return sv[7] / sv[5] if sv[5] else None
+
+    @property
+    def ces_mean(self) -> float | None:
+        sv = self._sv
+        return sv[9] / 1000 / sv[8] if sv[8] else None
+
+    @property
+    def plan_changes(self) -> int:
+        return self._b[2] + self._b[3]
+
+
+#: window values that are one sum as it is: (the sums, index)
+_PLAIN_SUMS = {
+    "tickets_opened": ("_t", 0), "tickets_resolved": ("_t", 1), "tickets_reopened": ("_t", 2), "ticket_load": ("_t", 3),
+    "nps_responses": ("_sv", 0), "nps_promoters": ("_sv", 2), "nps_passives": ("_sv", 3), "nps_detractors": ("_sv", 4),
+    "csat_responses": ("_sv", 5), "csat_satisfied": ("_sv", 7), "ces_responses": ("_sv", 8),
+    "renewals": ("_b", 1), "upgrades": ("_b", 2), "downgrades": ("_b", 3), "cancellations": ("_b", 4),
+}
+_READERS = {"_t": lambda i: property(lambda w: w._t[i]), "_sv": lambda i: property(lambda w: w._sv[i]),
+            "_b": lambda i: property(lambda w: w._b[i])}
+for _name, (_sums, _i) in _PLAIN_SUMS.items():
+    setattr(Window, _name, _READERS[_sums](_i))
 
 
 #: the timestamps of ``CustomerAggregates``, kept in ms by :class:`Aggregates`
@@ -395,7 +447,7 @@ def aggregates_of(raw: RawCustomerState, now_ms: int | None, windows_days: list[
     if now is not None:
         cache = window_cache(raw, windows_days, now // DAY_MS)
         act, days, users, feats, t, sv, b = cache.totals()
-        out = {w: _lean_window(w, cache.slots, act[j], days[j], users[j], feats[j], t[j], sv[j], b[j])
+        out = {w: Window(w, cache.slots, act[j], days[j], users[j], feats[j], t[j], sv[j], b[j])
                for j, w in enumerate(cache.order)}
         a.windows = {f"{w}d": out[w] for w in windows_days}
         if mrr_cents is not None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -298,13 +298,12 @@ class HealthResult(BaseModel):
     factor_points: dict[str, float] = Field(default_factory=dict, description="points each factor contributed")
 
 
-class ReasonItem:
-    """A standing reason as plain attributes (the scoring path); ``model()``: the ``Reason``."""
+class ReasonItem(NamedTuple):
+    """A standing reason as a plain tuple (the scoring path); ``model()``: the ``Reason``."""
 
-    __slots__ = ("factor", "value", "impact")
-
-    def __init__(self, factor: str, value: float, impact: float) -> None:
-        self.factor, self.value, self.impact = factor, value, impact
+    factor: str
+    value: float
+    impact: float
 
     def model(self) -> Reason:
         return Reason(factor=self.factor, value=self.value, impact=self.impact)
@@ -315,14 +314,18 @@ class Health:
     :class:`ReasonItem`); ``model()`` is the validated ``HealthResult``."""
 
     __slots__ = ("score", "band", "components", "reasons", "signals", "profile", "green_min", "yellow_min",
-                 "weights", "factor_points")
+                 "weights", "_shares")
 
     def __init__(self, score: float, band: Band, components: dict[str, float], reasons: list[ReasonItem],
                  signals: dict[str, float | None], profile: str | None, green_min: float, yellow_min: float,
-                 weights: dict[str, float], factor_points: dict[str, float]) -> None:
+                 weights: dict[str, float], shares: list[tuple[str, float, float]]) -> None:
         self.score, self.band, self.components, self.reasons = score, band, components, reasons
         self.signals, self.profile, self.green_min, self.yellow_min = signals, profile, green_min, yellow_min
-        self.weights, self.factor_points = weights, factor_points
+        self.weights, self._shares = weights, shares
+
+    @property
+    def factor_points(self) -> dict[str, float]:  # made when read: only change explanations read them
+        return {name: round(v * share, 4) for name, v, share in self._shares}
 
     def model(self) -> HealthResult:
         return HealthResult(score=self.score, band=self.band, components=self.components,
@@ -392,6 +395,10 @@ class _Card:
         self.plain: dict[str, list[tuple[str, float, float, float, float | None]]] = {
             c: [(n, spec.weight, spec.lo, spec.hi - spec.lo, spec.neutral) for n, spec in f]
             for c, f in self.by_component.items()}
+        #: per component: the factors and their weight sum when every factor is always known
+        #: (each has a neutral value), else None
+        self.fixed = {c: (f, sum(x[1] for x in f)) if all(x[4] is not None for x in f) else None
+                      for c, f in self.plain.items()}
         #: the component weights when every component takes part (always, under 'neutral')
         self.full_cw = self.component_weights({c: bool(f) for c, f in self.by_component.items()})
         self.full_rounded = {c: round(w, 6) for c, w in self.full_cw.items()}
@@ -471,15 +478,17 @@ class Scorecard:
             cw = card.component_weights(present)
             weights = {c: round(w, 6) for c, w in cw.items()}
         else:
-            present = None
-            cw, weights = card.full_cw, dict(card.full_rounded)
+            present, cw, weights = None, card.full_cw, dict(card.full_rounded)
         components: dict[str, float] = {}
-        points: dict[str, float] = {}
+        shares: list[tuple[str, float, float]] = []
         losses: list[tuple[float, str, float]] = []
         total = 0.0
         for comp, all_factors in card.plain.items():
-            factors = [f for f in all_factors if f[4] is not None or _known(get(f[0]))]
-            fw = sum(f[1] for f in factors)
+            if (known := card.fixed[comp]) is not None:
+                factors, fw = known
+            else:
+                factors = [f for f in all_factors if f[4] is not None or _known(get(f[0]))]
+                fw = sum(f[1] for f in factors)
             if not factors or fw <= 0:
                 components[comp] = 100.0
                 total += cw[comp] * 100.0
@@ -490,14 +499,13 @@ class Scorecard:
             c_w = cw[comp]
             for name, weight, lo, span, neutral in factors:
                 raw = get(name)
-                # FactorSpec.value
-                if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+                if raw is None or (isinstance(raw, float) and math.isnan(raw)):  # as FactorSpec.value
                     v = 0.6 if neutral is None else neutral
                 else:
                     v = min(1.0, max(0.0, (raw - lo) / span))
                 acc += weight * v
                 share = weight / fw * c_w * 100.0
-                points[name] = round(v * share, 4)
+                shares.append((name, v, share))
                 loss = (1.0 - v) * share
                 if loss > 0.05:
                     losses.append((loss, name, float(raw) if raw is not None else float("nan")))
@@ -509,4 +517,4 @@ class Scorecard:
         reasons = [ReasonItem(name, 0.0 if math.isnan(raw) else round(raw, 4), -round(loss, 2))
                    for loss, name, raw in losses[:6]]
         return Health(total, card.band(total), components, reasons, signals, profile, card.green_min,
-                      card.yellow_min, weights, points)
+                      card.yellow_min, weights, shares)

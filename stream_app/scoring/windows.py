@@ -4,8 +4,8 @@ updated as the buckets change and as event-time days pass (pure, no I/O).
 Scoring runs per event, and between two events of one customer almost nothing changes: the
 day bucket of the event, a few scalars. :class:`WindowCache` keeps every bucket parsed with
 the band it falls in (band ``j``: the smallest window holding its day, as in
-``aggregates.compute_windows_full``) and the integer sums of each band; a window's sums are
-its band and every smaller one's. Integer sums are exact, so the result is the one the full
+``aggregates.compute_windows_full``) and the integer sums of each window (a bucket of band
+``j`` counts in window ``j`` and every larger one). Integer sums are exact, so the result is the one the full
 recomputation gives, whatever the order of updates.
 
 A bucket changed when its value is not the very ``str`` object seen last time: a state kept
@@ -70,14 +70,21 @@ def slot_names(main: dict[str, str]) -> list[str]:
     return [main.get(fields[i], f"slot{i}") for i in range(n)]
 
 
-def _add(acc: list[int], v: list[int]) -> None:
-    for i in range(len(acc)):
-        acc[i] += v[i]
+def _plus(sums: list[list[int]], j: int, v: list[int]) -> None:
+    """Add a bucket of band ``j`` to the sums of window ``j`` and every larger one (new lists:
+    the sums read before stay as they were)."""
+    for k in range(j, len(sums)):
+        sums[k] = [a + b for a, b in zip(sums[k], v)]
 
 
-def _sub(acc: list[int], v: list[int]) -> None:
-    for i in range(len(acc)):
-        acc[i] -= v[i]
+def _minus(sums: list[list[int]], j: int, v: list[int]) -> None:
+    for k in range(j, len(sums)):
+        sums[k] = [a - b for a, b in zip(sums[k], v)]
+
+
+def _count(counts: list[int], j: int, d: int) -> None:
+    for k in range(j, len(counts)):
+        counts[k] += d
 
 
 def _main_entry(f: str, v: str) -> list[Any] | None:
@@ -103,7 +110,7 @@ class WindowCache:
     """One customer's parsed buckets and per-band sums (see the module)."""
 
     __slots__ = ("order", "ages", "main_ref", "days_ref", "seen_ref", "slots", "today", "act", "seen", "main",
-                 "ignore", "act_b", "days_b", "users_b", "feats_b", "rows_b", "history", "alerts", "points")
+                 "ignore", "act_w", "days_w", "users_w", "feats_w", "rows_w", "history", "alerts", "points")
 
     def __init__(self, windows: list[int]) -> None:
         #: the windows, ascending (band j: days inside window j but no smaller one)
@@ -122,11 +129,13 @@ class WindowCache:
         self.seen: dict[str, list[Any]] = {}  # member -> [value, is user, day, band]
         self.main: dict[str, list[Any]] = {}  # main field -> _main_entry
         self.ignore: set[str] = set()  # main fields that are none of those
-        self.act_b: list[list[int]] = []
-        self.days_b: list[int] = []
-        self.users_b: list[int] = []
-        self.feats_b: list[int] = []
-        self.rows_b: list[list[list[int]]] = []
+        #: per window (of ``order``): activity sums, active days, users, features; ticket,
+        #: survey and billing sums (a sum vector is replaced, never changed in place)
+        self.act_w: list[list[int]] = []
+        self.days_w: list[int] = []
+        self.users_w: list[int] = []
+        self.feats_w: list[int] = []
+        self.rows_w: list[list[list[int]]] = []
         #: day -> score, kind -> time it last fired, MRR points (day, (ts, cents)): in field order
         self.history: dict[int, float] = {}
         self.alerts: dict[str, int] = {}
@@ -146,16 +155,16 @@ class WindowCache:
         self.today = today
         self.act, self.seen, self.main, self.ignore = {}, {}, {}, set()
         self.slots = []
-        self.act_b, self.days_b = [[0] * 2 for _ in range(nb)], [0] * nb
-        self.users_b, self.feats_b = [0] * nb, [0] * nb
-        self.rows_b = [[[0] * w for _ in range(nb)] for w in WIDTHS]
+        self.act_w, self.days_w = [[0] * 2 for _ in range(nb)], [0] * nb
+        self.users_w, self.feats_w = [0] * nb, [0] * nb
+        self.rows_w = [[[0] * w for _ in range(nb)] for w in WIDTHS]
 
     def _activity_layout(self, slots: list[str]) -> None:
         """A new action-slot layout: the activity buckets are parsed and summed again."""
         nb = len(self.order)
         self.slots = slots
         self.act = {}
-        self.act_b, self.days_b = [[0] * (2 + len(slots)) for _ in range(nb)], [0] * nb
+        self.act_w, self.days_w = [[0] * (2 + len(slots)) for _ in range(nb)], [0] * nb
 
     def update(self, raw: RawCustomerState, today: int) -> None:
         """Bring the cache to ``raw`` as of event-time day ``today``."""
@@ -164,13 +173,13 @@ class WindowCache:
         elif today != self.today:
             self._advance(today)
         slots = slot_names(raw.main)
-        if slots != self.slots or not self.act_b:
+        if slots != self.slots or not self.act_w:
             self._activity_layout(slots)
         self._sync_main(raw.main)
         self._sync_days(raw.days)
         self._sync_seen(raw.seen)
         if (len(self.act) != len(raw.days) or len(self.seen) != len(raw.seen)
-                or any(d < 0 for d in self.days_b) or any(u < 0 for u in self.users_b)):
+                or any(d < 0 for d in self.days_w) or any(u < 0 for u in self.users_w)):
             self._clear(raw, today)  # inconsistent (never expected): build again
             self._activity_layout(slots)
             self._sync_main(raw.main)
@@ -193,34 +202,34 @@ class WindowCache:
                 self._seen_move(e, -1)
                 e[3] = j
                 self._seen_move(e, 1)
-        rows_b = self.rows_b
+        rows_w = self.rows_w
         for e in self.main.values():
             if e[1] < _MRR:
                 j = band(e[2])
                 if j != e[4]:
                     if e[4] >= 0:
-                        _sub(rows_b[e[1]][e[4]], e[3])
+                        _minus(rows_w[e[1]], e[4], e[3])
                     e[4] = j
                     if j >= 0:
-                        _add(rows_b[e[1]][j], e[3])
+                        _plus(rows_w[e[1]], j, e[3])
 
     def _act_in(self, e: list[Any]) -> None:
         j = e[4]
         if j >= 0:
-            _add(self.act_b[j], e[2])
+            _plus(self.act_w, j, e[2])
             if e[3]:
-                self.days_b[j] += 1
+                _count(self.days_w, j, 1)
 
     def _act_out(self, e: list[Any]) -> None:
         j = e[4]
         if j >= 0:
-            _sub(self.act_b[j], e[2])
+            _minus(self.act_w, j, e[2])
             if e[3]:
-                self.days_b[j] -= 1
+                _count(self.days_w, j, -1)
 
     def _seen_move(self, e: list[Any], sign: int) -> None:
         if e[3] >= 0:
-            (self.users_b if e[1] else self.feats_b)[e[3]] += sign
+            _count(self.users_w if e[1] else self.feats_w, e[3], sign)
 
     def _sync_days(self, days: dict[str, str]) -> None:
         act, width = self.act, 2 + len(self.slots)
@@ -255,7 +264,7 @@ class WindowCache:
                 self._seen_move(mine.pop(m), -1)
 
     def _sync_main(self, main: dict[str, str]) -> None:
-        mine, ignore, rows_b = self.main, self.ignore, self.rows_b
+        mine, ignore, rows_w = self.main, self.ignore, self.rows_w
         history: dict[int, float] = {}
         alerts: dict[str, int] = {}
         mrr: list[tuple[int, tuple[int, int]]] = []
@@ -266,7 +275,7 @@ class WindowCache:
                 if e is None and f in ignore:
                     continue
                 if e is not None and e[1] < _MRR and e[4] >= 0:
-                    _sub(rows_b[e[1]][e[4]], e[3])
+                    _minus(rows_w[e[1]], e[4], e[3])
                 e = _main_entry(f, v)
                 if e is None:
                     ignore.add(f)
@@ -275,7 +284,7 @@ class WindowCache:
                 if e[1] < _MRR:
                     e[4] = j = self._band(e[2])
                     if j >= 0:
-                        _add(rows_b[e[1]][j], e[3])
+                        _plus(rows_w[e[1]], j, e[3])
             live += 1
             kind = e[1]
             if kind == _HISTORY:
@@ -288,25 +297,15 @@ class WindowCache:
             for f in [f for f in mine if f not in main]:
                 e = mine.pop(f)
                 if e[1] < _MRR and e[4] >= 0:
-                    _sub(rows_b[e[1]][e[4]], e[3])
+                    _minus(rows_w[e[1]], e[4], e[3])
         self.history, self.alerts, self.points = history, alerts, mrr
 
     # --- results --------------------------------------------------------------------------
     def totals(self) -> tuple[list[list[int]], list[int], list[int], list[int], list[list[int]], list[list[int]],
                               list[list[int]]]:
         """Per window of ``order``: activity sums, active days, users, features, ticket,
-        survey and billing sums (each window holds every smaller one's bands)."""
-        act = [list(v) for v in self.act_b]
-        days, users, feats = list(self.days_b), list(self.users_b), list(self.feats_b)
-        rows = [[list(v) for v in kind] for kind in self.rows_b]
-        for j in range(1, len(self.order)):
-            _add(act[j], act[j - 1])
-            days[j] += days[j - 1]
-            users[j] += users[j - 1]
-            feats[j] += feats[j - 1]
-            for kind in rows:
-                _add(kind[j], kind[j - 1])
-        return act, days, users, feats, rows[0], rows[1], rows[2]
+        survey and billing sums (read them, never change them)."""
+        return self.act_w, self.days_w, self.users_w, self.feats_w, self.rows_w[0], self.rows_w[1], self.rows_w[2]
 
     def mrr_at(self, start_day: int) -> int | None:
         """MRR (cents) in force when a window opened on ``start_day``: the newest change point
