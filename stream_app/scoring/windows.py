@@ -87,30 +87,47 @@ def _count(counts: list[int], j: int, d: int) -> None:
         counts[k] += d
 
 
-def _main_entry(f: str, v: str) -> list[Any] | None:
-    """A main-hash field the cache keeps: ``[value, kind, day or key, parsed, band]``, else None."""
+#: main field name -> (kind, day or alert kind), or None for a field the cache does not keep:
+#: the names repeat (across events and customers), so each is classified once
+_FIELD_KINDS: dict[str, tuple[int, Any] | None] = {}
+
+
+def _field_kind(f: str) -> tuple[int, Any] | None:
+    try:
+        return _FIELD_KINDS[f]
+    except KeyError:
+        pass
+    found: tuple[int, Any] | None = None
     bucket = layout.day_bucket(f, BUCKET_KINDS)
     if bucket is not None:
-        kind = BUCKET_KINDS.index(bucket[0])
-        return [v, kind, bucket[1], parse_vec(v, WIDTHS[kind]), -1]
-    bucket = layout.day_bucket(f, layout.MRR_POINT_DAY)
-    if bucket is not None:
+        found = (BUCKET_KINDS.index(bucket[0]), bucket[1])
+    elif (bucket := layout.day_bucket(f, layout.MRR_POINT_DAY)) is not None:
+        found = (_MRR, bucket[1])
+    elif (day := layout.history_day(f)) is not None:
+        found = (_HISTORY, day)
+    elif (kind_name := layout.alert_last_kind(f)) is not None:
+        found = (_ALERT, kind_name)
+    if len(_FIELD_KINDS) >= 200_000:  # bounded (day-numbered names keep coming)
+        _FIELD_KINDS.clear()
+    _FIELD_KINDS[f] = found
+    return found
+
+
+def _main_entry(kind: int, key: Any, v: str) -> list[Any]:
+    """A main-hash field the cache keeps: ``[value, kind, day or alert kind, parsed, band]``."""
+    if kind < _MRR:
+        return [v, kind, key, parse_vec(v, WIDTHS[kind]), -1]
+    if kind == _MRR:
         ts_s, cents_s, *_ = v.split(",")  # "ts,cents[,active]"
-        return [v, _MRR, bucket[1], (int(ts_s), int(cents_s)), -1]
-    day = layout.history_day(f)
-    if day is not None:
-        return [v, _HISTORY, day, int(v) / 10, -1]
-    kind_name = layout.alert_last_kind(f)
-    if kind_name is not None:
-        return [v, _ALERT, kind_name, int(v), -1]
-    return None
+        return [v, kind, key, (int(ts_s), int(cents_s)), -1]
+    return [v, kind, key, int(v) / 10 if kind == _HISTORY else int(v), -1]
 
 
 class WindowCache:
     """One customer's parsed buckets and per-band sums (see the module)."""
 
     __slots__ = ("order", "ages", "main_ref", "days_ref", "seen_ref", "slots", "today", "act", "seen", "main",
-                 "ignore", "act_w", "days_w", "users_w", "feats_w", "rows_w", "history", "alerts", "points")
+                 "act_w", "days_w", "users_w", "feats_w", "rows_w", "history", "alerts", "points")
 
     def __init__(self, windows: list[int]) -> None:
         #: the windows, ascending (band j: days inside window j but no smaller one)
@@ -128,7 +145,6 @@ class WindowCache:
         self.act: dict[str, list[Any]] = {}  # day field -> [value, day, counts, active, band]
         self.seen: dict[str, list[Any]] = {}  # member -> [value, is user, day, band]
         self.main: dict[str, list[Any]] = {}  # main field -> _main_entry
-        self.ignore: set[str] = set()  # main fields that are none of those
         #: per window (of ``order``): activity sums, active days, users, features; ticket,
         #: survey and billing sums (a sum vector is replaced, never changed in place)
         self.act_w: list[list[int]] = []
@@ -153,7 +169,7 @@ class WindowCache:
         nb = len(self.order)
         self.main_ref, self.days_ref, self.seen_ref = raw.main, raw.days, raw.seen
         self.today = today
-        self.act, self.seen, self.main, self.ignore = {}, {}, {}, set()
+        self.act, self.seen, self.main = {}, {}, {}
         self.slots = []
         self.act_w, self.days_w = [[0] * 2 for _ in range(nb)], [0] * nb
         self.users_w, self.feats_w = [0] * nb, [0] * nb
@@ -264,7 +280,7 @@ class WindowCache:
                 self._seen_move(mine.pop(m), -1)
 
     def _sync_main(self, main: dict[str, str]) -> None:
-        mine, ignore, rows_w = self.main, self.ignore, self.rows_w
+        mine, rows_w = self.main, self.rows_w
         history: dict[int, float] = {}
         alerts: dict[str, int] = {}
         mrr: list[tuple[int, tuple[int, int]]] = []
@@ -272,15 +288,13 @@ class WindowCache:
         for f, v in main.items():
             e = mine.get(f)
             if e is None or e[0] is not v:
-                if e is None and f in ignore:
-                    continue
-                if e is not None and e[1] < _MRR and e[4] >= 0:
-                    _minus(rows_w[e[1]], e[4], e[3])
-                e = _main_entry(f, v)
                 if e is None:
-                    ignore.add(f)
-                    continue
-                mine[f] = e
+                    found = _field_kind(f)
+                    if found is None:
+                        continue
+                elif e[1] < _MRR and e[4] >= 0:
+                    _minus(rows_w[e[1]], e[4], e[3])
+                e = mine[f] = _main_entry(*(found if e is None else e[1:3]), v)
                 if e[1] < _MRR:
                     e[4] = j = self._band(e[2])
                     if j >= 0:
