@@ -182,25 +182,54 @@ class WindowCache:
         self.act = {}
         self.act_w, self.days_w = [[0] * (2 + len(slots)) for _ in range(nb)], [0] * nb
 
+    def _build(self, raw: RawCustomerState, today: int, slots: list[str]) -> None:
+        """Everything parsed and summed afresh (per band first, then accumulated outwards)."""
+        self._clear(raw, today)
+        self.slots = slots
+        nb, width, band = len(self.order), 2 + len(slots), self._band
+        act_b, days_b, users_b, feats_b = [[0] * width for _ in range(nb)], [0] * nb, [0] * nb, [0] * nb
+        act, seen = self.act, self.seen
+        for k, v in raw.days.items():
+            d = int(k)
+            vec = parse_vec(v, width)
+            active = any(vec[1:])
+            j = band(d)
+            act[k] = [v, d, vec, active, j]
+            if j >= 0:
+                act_b[j] = [a + b for a, b in zip(act_b[j], vec)]
+                if active:
+                    days_b[j] += 1
+        for m, v in raw.seen.items():
+            d = int(v)
+            is_user = layout.is_user(m)
+            j = 0 if d > today else band(d)  # a member seen after "now" (a late event) counts in every window
+            seen[m] = [v, is_user, d, j]
+            if j >= 0:
+                (users_b if is_user else feats_b)[j] += 1
+        for j in range(1, nb):
+            act_b[j] = [a + b for a, b in zip(act_b[j], act_b[j - 1])]
+            days_b[j] += days_b[j - 1]
+            users_b[j] += users_b[j - 1]
+            feats_b[j] += feats_b[j - 1]
+        self.act_w, self.days_w, self.users_w, self.feats_w = act_b, days_b, users_b, feats_b
+        self._sync_main(raw.main)
+
     def update(self, raw: RawCustomerState, today: int) -> None:
         """Bring the cache to ``raw`` as of event-time day ``today``."""
-        if raw.main is not self.main_ref or raw.days is not self.days_ref or raw.seen is not self.seen_ref:
-            self._clear(raw, today)
-        elif today != self.today:
-            self._advance(today)
         slots = slot_names(raw.main)
-        if slots != self.slots or not self.act_w:
+        if raw.main is not self.main_ref or raw.days is not self.days_ref or raw.seen is not self.seen_ref:
+            self._build(raw, today, slots)  # a new state (or a reset one)
+            return
+        if today != self.today:
+            self._advance(today)
+        if slots != self.slots:
             self._activity_layout(slots)
         self._sync_main(raw.main)
         self._sync_days(raw.days)
         self._sync_seen(raw.seen)
         if (len(self.act) != len(raw.days) or len(self.seen) != len(raw.seen)
                 or any(d < 0 for d in self.days_w) or any(u < 0 for u in self.users_w)):
-            self._clear(raw, today)  # inconsistent (never expected): build again
-            self._activity_layout(slots)
-            self._sync_main(raw.main)
-            self._sync_days(raw.days)
-            self._sync_seen(raw.seen)
+            self._build(raw, today, slots)  # inconsistent (never expected): build again
 
     def _advance(self, today: int) -> None:
         """Event time moved to another day: buckets change band (age out, or come in)."""
