@@ -68,6 +68,9 @@ class RawCustomerState:
     seen: dict[str, str] = field(default_factory=dict)
     tickets: dict[str, str] = field(default_factory=dict)
     dedupe_days: int = 0
+    #: what scoring derived from this very state and keeps with it (``scoring.windows``: the
+    #: parsed day buckets and window sums, updated in place while the state lives on)
+    derived: Any = field(default=None, repr=False, compare=False)
 
     @property
     def exists(self) -> bool:

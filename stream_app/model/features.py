@@ -75,6 +75,9 @@ LEVEL_FEATURE = "activity_rate_90d"
 
 #: The scorecard signals the model reads as they are (see ``scoring.signals_from``).
 _SIGNALS: tuple[str, ...] = BASE_FEATURES[1:15]
+_SIGNAL_SET = frozenset(_SIGNALS)
+#: the action slots' name and count fields, formatted once
+_SLOT_FIELDS = [(layout.slot_name_field(i), layout.slot_count_field(i)) for i in range(64)]
 
 
 def slog(v: float) -> float:
@@ -117,13 +120,17 @@ def behaviour_features(agg: CustomerAggregates, main: dict[str, str]) -> dict[st
     # per action: every tracked slot (a tracked action with no recent events is a real zero)
     counts = w90.actions if w90 is not None else {}
     lifetime_days = max(1.0, tenure) if tenure is not None else None
-    for i in range(int(main.get(layout.ACTION_SLOTS, "0"))):
-        name = main.get(layout.slot_name_field(i))
+    n = int(main.get(layout.ACTION_SLOTS, "0"))
+    fields = _SLOT_FIELDS if n <= len(_SLOT_FIELDS) else [(layout.slot_name_field(i), layout.slot_count_field(i))
+                                                          for i in range(n)]
+    for i in range(n):
+        name_field, count_field = fields[i]
+        name = main.get(name_field)
         if not name:
             continue
         x[ACTION_LEVEL + name] = counts.get(name, 0) / d90
         if lifetime_days is not None:
-            x[ACTION_LIFETIME + name] = int(main.get(layout.slot_count_field(i), "0")) / lifetime_days
+            x[ACTION_LIFETIME + name] = int(main.get(count_field, "0")) / lifetime_days
     return x
 
 
@@ -136,7 +143,7 @@ def features_from(signals: dict[str, float | None], health_score: float,
     {'tenure_days': 12.0, 'health_score': 55.5}
     """
     x = {k: float(v) for k, v in signals.items()
-         if k in _SIGNALS and v is not None and not math.isnan(float(v))}
+         if k in _SIGNAL_SET and v is not None and not math.isnan(float(v))}
     x["health_score"] = float(health_score)
     if behaviour:
         x.update(behaviour)

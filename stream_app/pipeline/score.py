@@ -18,17 +18,18 @@ from stream_app.model.features import LEVEL_FEATURE, behaviour_features, encode_
 from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem, encode_scoring
 from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import encode_observation
-from stream_app.scoring.aggregates import compute_aggregates
-from stream_app.scoring.alerts import AlertConfig, Trigger, evaluate
+from stream_app.scoring.aggregates import aggregates_of
+from stream_app.scoring.alerts import AlertConfig, AlertState, Trigger, evaluate
 from stream_app.scoring.changes import ChangeTracker
 from stream_app.scoring.scorecard import Scorecard, ScorecardConfig
+from stream_app.scoring.windows import WindowCache
 from stream_app.settings import ScoringSettings
 from stream_app.state import layout
 from stream_app.state.codec import (
     OutboxEntry,
     ScoreSave,
     alert_state_fields,
-    load_alert_state,
+    last_alerts,
     order_text,
     reasons_fields,
     score_history,
@@ -86,21 +87,30 @@ def score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: tuple[
     cid = raw.customer_id
     main = raw.main
     today = now_ms // DAY_MS
-    agg = compute_aggregates(raw, now_ms, rules.windows_days)
+    # plain objects inside (``aggregates_of``, ``Scorecard.health``: the same numbers as the
+    # pydantic ``compute_aggregates``/``score``), output models built only when published
+    agg = aggregates_of(raw, now_ms, rules.windows_days)
     behaviour = behaviour_features(agg, main)
-    health = rules.scorecard.score(agg, model.population_percentile(behaviour.get(LEVEL_FEATURE)))
+    health = rules.scorecard.health(agg, model.population_percentile(behaviour.get(LEVEL_FEATURE)))
     x = features_from(health.signals, health.score, behaviour)
     p, p_raw, version = model.predict_detail(x)
     pf = rules.portfolio.assess(agg, health, p)  # portfolio (issue 7): lifecycle stage + segment input
-    model_reasons = [
-        Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)
-    ]
-    history = score_history(main)
-    state = load_alert_state(main)
+
+    def alert_reasons() -> list[Reason]:  # what every alert carries: made only when one is raised
+        return ([Reason(factor=f"model:{f}", value=round(v, 4), impact=round(c, 4)) for f, v, c in model.explain(x)]
+                + [r.model() for r in health.reasons[:4]])
+
+    cache = raw.derived  # the history and alert memory, read with the window sums
+    if isinstance(cache, WindowCache):
+        history, last = cache.history, dict(cache.alerts)
+    else:
+        history, last = score_history(main), last_alerts(main)
+    state = AlertState(band=main.get(layout.ALERT_BAND), in_risk=main.get(layout.ALERT_IN_RISK) == "1", last=last)
     new_alerts, state = evaluate(
         rules.alerts, state, cid, now_ms, score=health.score, band=health.band, history=history,
-        churn_p=p, model_version=version, reasons=model_reasons + health.reasons[:4], triggers=triggers,
+        churn_p=p, model_version=version, reasons=alert_reasons, triggers=triggers,
         green_min=health.green_min, yellow_min=health.yellow_min,  # the customer's profile's bands
+        owned=True,
     )
     cancelled = agg.subscription_status == "cancelled"
     # issue 8, change explanations: alerts (and snapshots that moved) carry what changed

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from stream_app.core import DAY_MS, RawCustomerState
+from stream_app.scoring.windows import BUCKET_KINDS, parse_vec, window_cache
 from stream_app.state import layout
 
 
@@ -40,17 +41,6 @@ def window_days(now_ms: int, window: int) -> range:
     """
     today = day_of(now_ms)
     return range(today - window + 1, today + 1)
-
-
-def _vec(raw: str | None, n: int) -> list[int]:
-    v = [0] * n
-    if raw:
-        for i, x in enumerate(raw.split(",")):
-            if i < n:
-                v[i] = int(x)
-            else:
-                v.append(int(x))
-    return v
 
 
 def _ms_to_dt(ms: int | None) -> datetime | None:
@@ -118,7 +108,7 @@ class CustomerAggregates(BaseModel):
 
 
 #: the main hash's day buckets summed per window
-_BUCKETS = layout.TICKET_DAY + layout.SURVEY_DAY + layout.BILLING_DAY
+_BUCKETS = BUCKET_KINDS
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -126,7 +116,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 class _Parsed:
-    """A customer's buckets parsed once, summed per window (scoring runs per event)."""
+    """A customer's buckets parsed once (the full recomputation's input)."""
 
     __slots__ = ("slot_names", "activity", "seen", "tickets", "surveys", "billing")
 
@@ -134,7 +124,7 @@ class _Parsed:
         main = raw.main
         n_slots = int(main.get(layout.ACTION_SLOTS, "0"))
         self.slot_names = [main.get(layout.slot_name_field(i), f"slot{i}") for i in range(n_slots)]
-        self.activity = [(int(d), _vec(v, 2 + n_slots)) for d, v in raw.days.items()]
+        self.activity = [(int(d), parse_vec(v, 2 + n_slots)) for d, v in raw.days.items()]
         self.seen = [(layout.is_user(m), int(d)) for m, d in raw.seen.items()]
         self.tickets: list[tuple[int, list[int]]] = []
         self.surveys: list[tuple[int, list[int]]] = []
@@ -144,16 +134,16 @@ class _Parsed:
             if bucket is not None:
                 kind, day = bucket
                 if kind == layout.TICKET_DAY:
-                    self.tickets.append((day, _vec(val, 8)))
+                    self.tickets.append((day, parse_vec(val, 8)))
                 elif kind == layout.SURVEY_DAY:
-                    self.surveys.append((day, _vec(val, 10)))
+                    self.surveys.append((day, parse_vec(val, 10)))
                 else:
-                    self.billing.append((day, _vec(val, 6)))
+                    self.billing.append((day, parse_vec(val, 6)))
 
 
 def compute_window(raw: RawCustomerState | _Parsed, now_ms: int, window: int) -> WindowAggregates:
     """Sum the day buckets that fall inside one window."""
-    return compute_windows(raw, now_ms, [window])[window]
+    return compute_windows_full(raw, now_ms, [window])[window]
 
 
 def _add(acc: list[int], v: list[int]) -> None:
@@ -161,14 +151,16 @@ def _add(acc: list[int], v: list[int]) -> None:
         acc[i] += v[i]
 
 
-def compute_windows(raw: RawCustomerState | _Parsed, now_ms: int, windows: list[int]) -> dict[int, WindowAggregates]:
-    """Every window's sums in one pass over the buckets (scoring runs this per event).
+def compute_windows_full(raw: RawCustomerState | _Parsed, now_ms: int,
+                         windows: list[int]) -> dict[int, WindowAggregates]:
+    """Every window's sums in one pass over the buckets, parsed afresh: the reference that
+    the incremental sums (``scoring.windows``, what ``compute_aggregates`` uses) must equal.
 
     Windows nest (each holds the last ``w`` days), so each bucket is added once, to the
     band of the smallest window holding it, and the bands are then accumulated outwards.
 
     >>> raw = RawCustomerState("c", main={"na": "0"}, days={"9": "5,1", "5": "7,2", "0": "1,4"})
-    >>> [(w, a.activity_events, a.active_days) for w, a in compute_windows(raw, 9 * DAY_MS, [1, 7, 30]).items()]
+    >>> [(w, a.activity_events, a.active_days) for w, a in compute_windows_full(raw, 9 * DAY_MS, [1, 7, 30]).items()]
     [(1, 1, 1), (7, 3, 2), (30, 7, 3)]
     """
     p = raw if isinstance(raw, _Parsed) else _Parsed(raw)
@@ -261,8 +253,8 @@ def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
     return chosen[1] if chosen else None
 
 
-def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> CustomerAggregates:
-    """All aggregates of one customer as of event time ``now_ms`` (default: its last event)."""
+def compute_aggregates_full(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> CustomerAggregates:
+    """``compute_aggregates`` recomputed from scratch (the reference of the incremental path)."""
     main = raw.main
 
     def opt_int(key: str) -> int | None:
@@ -278,7 +270,7 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
     longest = max(windows_days)
     windows: dict[str, WindowAggregates] = {}
     if now is not None:
-        windows = {f"{w}d": agg for w, agg in compute_windows(raw, now, windows_days).items()}
+        windows = {f"{w}d": agg for w, agg in compute_windows_full(raw, now, windows_days).items()}
     mrr_change = None
     if now is not None and mrr_cents is not None:
         base = _mrr_at_window_start(main, window_days(now, longest).start)
@@ -308,3 +300,184 @@ def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: 
         last_nps_at=_ms_to_dt(opt_int(layout.LAST_NPS_AT)),
         windows=windows,
     )
+
+
+#: the fields of a window's aggregates, in the model's order
+_WINDOW_FIELDS = tuple(WindowAggregates.model_fields)
+
+
+class Window:
+    """A window's aggregates read straight from its sums (what scoring reads per event: each
+    value computed when read, by the same arithmetic as ``_window``); ``model()`` is the
+    :class:`WindowAggregates` with the same values."""
+
+    __slots__ = ("days", "active_days", "active_users", "features_used", "_names", "_act", "_t", "_sv", "_b")
+
+    def __init__(self, window: int, slot_names: list[str], act: list[int], active_days: int, users: int,
+                 features: int, t: list[int], sv: list[int], b: list[int]) -> None:
+        self.days, self.active_days, self.active_users, self.features_used = window, active_days, users, features
+        self._names, self._act, self._t, self._sv, self._b = slot_names, act, t, sv, b
+
+    def model(self) -> WindowAggregates:
+        return WindowAggregates.model_construct(**{k: getattr(self, k) for k in _WINDOW_FIELDS})
+
+    @property
+    def actions(self) -> dict[str, int]:
+        act = self._act
+        named = {name: c for name, c in zip(self._names, act[2:]) if c}
+        if act[1]:
+            named["other"] = act[1]
+        return named
+
+    @property
+    def activity_events(self) -> int:
+        return self._act[1] + sum(self._act[2:])
+
+    @property
+    def activity_duration_s(self) -> int:
+        return self._act[0]
+
+
+    # the same arithmetic as ``_window``, in the same order
+    @property
+    def mean_time_to_resolve_h(self) -> float | None:
+        t = self._t
+        return t[4] / t[5] / 3600 if t[5] else None
+
+    @property
+    def sentiment_mean(self) -> float | None:
+        t = self._t
+        return t[6] / t[7] / 1000 if t[7] else None
+
+    @property
+    def nps_mean(self) -> float | None:
+        sv = self._sv
+        return sv[1] / sv[0] if sv[0] else None
+
+    @property
+    def nps(self) -> float | None:
+        sv = self._sv
+        return 100 * (sv[2] - sv[4]) / sv[0] if sv[0] else None
+
+    @property
+    def csat_mean(self) -> float | None:
+        sv = self._sv
+        return sv[6] / 1000 / sv[5] if sv[5] else None
+
+    @property
+    def csat(self) -> float | None:
+        sv = self._sv
+        return sv[7] / sv[5] if sv[5] else None
+
+    @property
+    def ces_mean(self) -> float | None:
+        sv = self._sv
+        return sv[9] / 1000 / sv[8] if sv[8] else None
+
+    @property
+    def plan_changes(self) -> int:
+        return self._b[2] + self._b[3]
+
+
+#: window values that are one sum as it is: (the sums, index)
+_PLAIN_SUMS = {
+    "tickets_opened": ("_t", 0), "tickets_resolved": ("_t", 1), "tickets_reopened": ("_t", 2), "ticket_load": ("_t", 3),
+    "nps_responses": ("_sv", 0), "nps_promoters": ("_sv", 2), "nps_passives": ("_sv", 3), "nps_detractors": ("_sv", 4),
+    "csat_responses": ("_sv", 5), "csat_satisfied": ("_sv", 7), "ces_responses": ("_sv", 8),
+    "renewals": ("_b", 1), "upgrades": ("_b", 2), "downgrades": ("_b", 3), "cancellations": ("_b", 4),
+}
+_READERS = {"_t": lambda i: property(lambda w: w._t[i]), "_sv": lambda i: property(lambda w: w._sv[i]),
+            "_b": lambda i: property(lambda w: w._b[i])}
+for _name, (_sums, _i) in _PLAIN_SUMS.items():
+    setattr(Window, _name, _READERS[_sums](_i))
+
+
+#: the timestamps of ``CustomerAggregates``, kept in ms by :class:`Aggregates`
+_TIMES = ("as_of", "first_seen", "last_event", "last_activity", "cancelled_at", "last_nps_at")
+
+
+class Aggregates:
+    """A customer's aggregates as plain attributes (what scoring reads per event): the
+    timestamps are kept in ms and made ``datetime`` when read; ``model()`` is the
+    :class:`CustomerAggregates` with the same values."""
+
+    __slots__ = tuple(f"{k}_ms" if k in _TIMES else k for k in CustomerAggregates.model_fields)
+
+    customer_id: str
+    windows: dict[str, Window]
+
+    @property
+    def as_of(self) -> datetime | None:
+        return _ms_to_dt(self.as_of_ms)
+
+    def model(self) -> CustomerAggregates:
+        return CustomerAggregates.model_construct(
+            customer_id=self.customer_id, as_of=_ms_to_dt(self.as_of_ms), first_seen=_ms_to_dt(self.first_seen_ms),
+            last_event=_ms_to_dt(self.last_event_ms), last_activity=_ms_to_dt(self.last_activity_ms),
+            days_since_last_activity=self.days_since_last_activity, events_applied=self.events_applied,
+            duplicates_ignored=self.duplicates_ignored, subscription_status=self.subscription_status, plan=self.plan,
+            mrr=self.mrr, mrr_change=self.mrr_change, mrr_change_window_days=self.mrr_change_window_days,
+            tenure_days=self.tenure_days, cancelled_at=_ms_to_dt(self.cancelled_at_ms),
+            open_tickets=self.open_tickets, open_ticket_load=self.open_ticket_load, last_nps=self.last_nps,
+            last_nps_at=_ms_to_dt(self.last_nps_at_ms),
+            windows={k: w.model() for k, w in self.windows.items()},
+        )
+
+
+def aggregates_of(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> Aggregates:
+    """All aggregates of one customer as of event time ``now_ms`` (default: its last event),
+    from the state's incremental window sums (``scoring.windows``, kept in ``raw.derived``)."""
+    main = raw.main
+    get = main.get
+    v = get(layout.LAST_EVENT)
+    last_ts = int(v) if v is not None else None
+    now = now_ms if now_ms is not None else last_ts
+    v = get(layout.LAST_ACTIVITY)
+    lact = int(v) if v is not None else None
+    v = get(layout.STARTED)
+    start = int(v) if v is not None else None
+    v = get(layout.FIRST_SEEN)
+    first_seen = int(v) if v is not None else None
+    v = get(layout.MRR)
+    mrr_cents = int(v) if v is not None else None
+    longest = max(windows_days)
+    a = Aggregates()
+    a.windows = {}
+    a.mrr_change = None
+    if now is not None:
+        cache = window_cache(raw, windows_days, now // DAY_MS)
+        act, days, users, feats, t, sv, b = cache.totals()
+        out = {w: Window(w, cache.slots, act[j], days[j], users[j], feats[j], t[j], sv[j], b[j])
+               for j, w in enumerate(cache.order)}
+        a.windows = {f"{w}d": out[w] for w in windows_days}
+        if mrr_cents is not None:
+            base = cache.mrr_at(window_days(now, longest).start)
+            if base is not None:
+                a.mrr_change = round((mrr_cents - base) / 100, 2)
+    tenure_from = start if start is not None else first_seen
+    status = get(layout.STATUS)
+    v = get(layout.LAST_NPS)
+    a.customer_id = raw.customer_id
+    a.as_of_ms, a.first_seen_ms, a.last_event_ms, a.last_activity_ms = now, first_seen, last_ts, lact
+    a.days_since_last_activity = (max(0.0, round((now - lact) / DAY_MS, 3))
+                                  if (now is not None and lact is not None) else None)
+    a.events_applied = int(get(layout.EVENTS, "0"))
+    a.duplicates_ignored = int(get(layout.DUPLICATES, "0"))
+    a.subscription_status = status
+    a.plan = get(layout.PLAN)
+    a.mrr = round(mrr_cents / 100, 2) if mrr_cents is not None else None
+    a.mrr_change_window_days = longest
+    a.tenure_days = round((now - tenure_from) / DAY_MS, 3) if (now is not None and tenure_from is not None) else None
+    cts = get(layout.CANCELLED_AT)
+    a.cancelled_at_ms = int(cts) if cts is not None and status == "cancelled" else None
+    a.open_tickets = int(get(layout.OPEN_TICKETS, "0"))
+    a.open_ticket_load = int(get(layout.OPEN_TICKET_LOAD, "0"))
+    a.last_nps = int(v) if v is not None else None
+    v = get(layout.LAST_NPS_AT)
+    a.last_nps_at_ms = int(v) if v is not None else None
+    return a
+
+
+def compute_aggregates(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> CustomerAggregates:
+    """All aggregates of one customer as of event time ``now_ms`` (default: its last event)."""
+    return aggregates_of(raw, now_ms, windows_days).model()

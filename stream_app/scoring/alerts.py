@@ -26,6 +26,7 @@ Every kind has a per-customer cooldown in event time. Alert ids are deterministi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -98,30 +99,41 @@ def evaluate(
     history: dict[int, float],
     churn_p: float,
     model_version: str,
-    reasons: list[Reason],
+    reasons: list[Reason] | Callable[[], list[Reason]],
     triggers: list[Trigger],
     green_min: float = 70.0,
     yellow_min: float = 45.0,
+    owned: bool = False,
 ) -> tuple[list[Alert], AlertState]:
-    """Alerts raised at event time ``ts_ms`` and the customer's new alert state."""
-    st = st.model_copy(deep=True)
+    """Alerts raised at event time ``ts_ms`` and the customer's new alert state.
+
+    ``reasons``: the standing reasons every alert carries, or a function making them (called
+    only when an alert is raised); ``owned``: ``st`` is the caller's to give away (updated in
+    place and returned, not copied)."""
+    if not owned:
+        st = st.model_copy(deep=True)
     out: list[Alert] = []
-    ts = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    ts_holder: list[datetime] = []
+    made: list[list[Reason]] = []
     band = _stable_band(cfg.band_margin, st.band, score, band, green_min, yellow_min)
 
     def raise_(kind: Kind, severity: str, extra: list[Reason] | None = None, at_ms: int | None = None) -> None:
         at = at_ms if at_ms is not None else ts_ms
+        if not made:
+            made.append(reasons() if callable(reasons) else reasons)
+        if at_ms is None and not ts_holder:
+            ts_holder.append(datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc))
         out.append(
             Alert(
                 alert_id=f"{customer_id}/{kind}/{at}",
                 customer_id=customer_id,
-                ts=datetime.fromtimestamp(at / 1000, tz=timezone.utc) if at_ms is not None else ts,
+                ts=datetime.fromtimestamp(at / 1000, tz=timezone.utc) if at_ms is not None else ts_holder[0],
                 kind=kind,
                 severity=severity,  # type: ignore[arg-type]
                 health_score=max(0.0, min(100.0, score)),
                 health_band=band,  # type: ignore[arg-type]
                 churn_probability=max(0.0, min(1.0, churn_p)),
-                reasons=(extra or []) + reasons,
+                reasons=(extra or []) + made[0],
                 model_version=model_version,
             )
         )

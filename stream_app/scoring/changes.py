@@ -21,11 +21,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from schemas import Alert, Change, ScoreChange
-from stream_app.scoring.scorecard import COMPONENTS, HealthResult, Scorecard
+from stream_app.scoring.scorecard import COMPONENTS, Health, HealthResult, Scorecard
 from stream_app.state.codec import Previous, finite, last_change_fields, load_previous, previous_fields
 
 
-def explain_change(prev: HealthResult, curr: HealthResult, min_points: float = 0.5, limit: int = 8) -> list[Change]:
+def explain_change(prev: HealthResult | Health, curr: HealthResult | Health, min_points: float = 0.5,
+                   limit: int = 8) -> list[Change]:
     """Components and raw factors that moved, strongest first.
 
     A component's impact is the change of its contribution to the score (sub-score x its
@@ -57,7 +58,15 @@ def rescore_previous(prev: Previous, scorecard: Scorecard, plan: str | None) -> 
     return health.model_copy(update={"components": prev.components or health.components, "score": prev.score})
 
 
-def score_change(prev: Previous, prev_health: HealthResult, curr: HealthResult, min_points: float = 0.5) -> ScoreChange:
+def _rescore_plain(prev: Previous, scorecard: Scorecard, plan: str | None) -> Health:
+    """:func:`rescore_previous` as plain attributes (the scoring path)."""
+    health = scorecard.score_plain(prev.signals, scorecard.profile_for(plan, prev.signals.get("tenure_days")))
+    health.components, health.score = prev.components or health.components, prev.score
+    return health
+
+
+def score_change(prev: Previous, prev_health: HealthResult | Health, curr: HealthResult | Health,
+                 min_points: float = 0.5) -> ScoreChange:
     """The ``since_previous`` block of an alert or a score snapshot."""
     return ScoreChange(
         since=datetime.fromtimestamp(prev.ts_ms / 1000, tz=timezone.utc),
@@ -71,7 +80,8 @@ class ChangeTracker:
     """One customer's scoring: the change since its previous published score, computed at
     most once and only when something carries it (an alert, or a snapshot that moved)."""
 
-    def __init__(self, main: dict[str, str], scorecard: Scorecard, plan: str | None, health: HealthResult) -> None:
+    def __init__(self, main: dict[str, str], scorecard: Scorecard, plan: str | None,
+                 health: HealthResult | Health) -> None:
         self._main, self._scorecard, self._plan, self.health = main, scorecard, plan, health
         self._prev: Previous | None | bool = False  # False: not loaded yet
         self._change: ScoreChange | None = None
@@ -87,7 +97,7 @@ class ChangeTracker:
         if prev is None:
             return None
         if self._change is None:
-            self._change = score_change(prev, rescore_previous(prev, self._scorecard, self._plan), self.health)
+            self._change = score_change(prev, _rescore_plain(prev, self._scorecard, self._plan), self.health)
         self.used = True
         return self._change
 

@@ -21,7 +21,7 @@ none of its factors has a known signal: ``missing_components: neutral`` scores i
 factors' ``neutral`` values, ``reweight`` leaves it out and scales the other components'
 weights up proportionally.
 
->>> from stream_app.scoring.aggregates import CustomerAggregates
+>>> from stream_app.scoring.aggregates import Aggregates, CustomerAggregates
 >>> card = Scorecard(ScorecardConfig())
 >>> signals = {"activity_vs_baseline": 1.0, "active_days_share_30d": 0.8, "days_since_last_activity": 0.5,
 ...            "features_30d": 9, "active_users_30d": 12, "nps_mean_90d": 9.0, "csat_90d": 1.0,
@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import Reason
-from stream_app.scoring.aggregates import CustomerAggregates
+from stream_app.scoring.aggregates import Aggregates, CustomerAggregates
 
 Band = Literal["green", "yellow", "red"]
 MissingPolicy = Literal["neutral", "reweight"]
@@ -298,7 +298,43 @@ class HealthResult(BaseModel):
     factor_points: dict[str, float] = Field(default_factory=dict, description="points each factor contributed")
 
 
-def signals_from(agg: CustomerAggregates, activity_percentile: float | None = None) -> dict[str, float | None]:
+class ReasonItem(NamedTuple):
+    """A standing reason as a plain tuple (the scoring path); ``model()``: the ``Reason``."""
+
+    factor: str
+    value: float
+    impact: float
+
+    def model(self) -> Reason:
+        return Reason(factor=self.factor, value=self.value, impact=self.impact)
+
+
+class Health:
+    """A :class:`HealthResult` as plain attributes (what scoring reads per event; reasons as
+    :class:`ReasonItem`); ``model()`` is the validated ``HealthResult``."""
+
+    __slots__ = ("score", "band", "components", "reasons", "signals", "profile", "green_min", "yellow_min",
+                 "weights", "_shares")
+
+    def __init__(self, score: float, band: Band, components: dict[str, float], reasons: list[ReasonItem],
+                 signals: dict[str, float | None], profile: str | None, green_min: float, yellow_min: float,
+                 weights: dict[str, float], shares: list[tuple[str, float, float]]) -> None:
+        self.score, self.band, self.components, self.reasons = score, band, components, reasons
+        self.signals, self.profile, self.green_min, self.yellow_min = signals, profile, green_min, yellow_min
+        self.weights, self._shares = weights, shares
+
+    @property
+    def factor_points(self) -> dict[str, float]:  # made when read: only change explanations read them
+        return {name: round(v * share, 4) for name, v, share in self._shares}
+
+    def model(self) -> HealthResult:
+        return HealthResult(score=self.score, band=self.band, components=self.components,
+                            reasons=[r.model() for r in self.reasons], signals=self.signals, profile=self.profile,
+                            green_min=self.green_min, yellow_min=self.yellow_min, weights=self.weights,
+                            factor_points=self.factor_points)
+
+
+def signals_from(agg: CustomerAggregates | Aggregates, activity_percentile: float | None = None) -> dict[str, float | None]:
     """The raw signals the scorecard (and the churn model) read, from the aggregates and the
     customer's place in the population's activity levels (``model.ActivityLevels``; None:
     not known yet)."""
@@ -355,6 +391,22 @@ class _Card:
         self.by_component: dict[str, list[tuple[str, FactorSpec]]] = {c: [] for c in COMPONENTS}
         for name, spec in factors.items():
             self.by_component[spec.component].append((name, spec))
+        #: per component: (name, weight, lo, hi - lo, neutral or None) of each factor
+        self.plain: dict[str, list[tuple[str, float, float, float, float | None]]] = {
+            c: [(n, spec.weight, spec.lo, spec.hi - spec.lo, spec.neutral) for n, spec in f]
+            for c, f in self.by_component.items()}
+        #: per component: the factors and their weight sum when every factor is always known
+        #: (each has a neutral value), else None
+        self.fixed = {c: (f, sum(x[1] for x in f)) if all(x[4] is not None for x in f) else None
+                      for c, f in self.plain.items()}
+        #: the component weights when every component takes part (always, under 'neutral')
+        self.full_cw = self.component_weights({c: bool(f) for c, f in self.by_component.items()})
+        self.full_rounded = {c: round(w, 6) for c, w in self.full_cw.items()}
+
+    def component_weights(self, present: dict[str, bool]) -> dict[str, float]:
+        total_w = sum(w for c, w in self.weights.items() if present[c] or not self.by_component[c])
+        return {c: (self.weights[c] / total_w if (present[c] or not self.by_component[c]) else 0.0)
+                for c in COMPONENTS}
 
     def band(self, score: float) -> Band:
         if score >= self.green_min:
@@ -386,64 +438,83 @@ class Scorecard:
                 prof.missing_components or config.missing_components,
             )
             self._profiles[name] = (prof.match, card)
+        self._plans = {name: {p.lower() for p in match.plans} if match.plans else None
+                       for name, (match, _) in self._profiles.items()}
 
     def profile_for(self, plan: str | None, tenure_days: float | None) -> str | None:
         """The first profile matching this plan and lifecycle stage, or None (the base card)."""
+        if not self._profiles:
+            return None
         stage = self.config.stage(tenure_days)
         for name, (match, _) in self._profiles.items():
-            if match.plans and (plan is None or plan.lower() not in {p.lower() for p in match.plans}):
+            plans = self._plans[name]
+            if plans is not None and (plan is None or plan.lower() not in plans):
                 continue
             if match.stages and stage not in match.stages:
                 continue
             return name
         return None
 
-    def score(self, agg: CustomerAggregates, activity_percentile: float | None = None) -> HealthResult:
-        return self.score_signals(signals_from(agg, activity_percentile), self.profile_for(agg.plan, agg.tenure_days))
+    def score(self, agg: CustomerAggregates | Aggregates, activity_percentile: float | None = None) -> HealthResult:
+        return self.health(agg, activity_percentile).model()
+
+    def health(self, agg: CustomerAggregates | Aggregates, activity_percentile: float | None = None) -> Health:
+        """:meth:`score` as plain attributes (the scoring path: no validation per event)."""
+        return self.score_plain(signals_from(agg, activity_percentile), self.profile_for(agg.plan, agg.tenure_days))
 
     def score_signals(self, signals: dict[str, float | None], profile: str | None = None) -> HealthResult:
+        return self.score_plain(signals, profile).model()
+
+    def score_plain(self, signals: dict[str, float | None], profile: str | None = None) -> Health:
+        """:meth:`score_signals` as plain attributes."""
         card = self._profiles[profile][1] if profile is not None else self._base
+        get = signals.get
         # which components take part: under 'reweight' a component without any known factor
         # is left out and the others' weights grow proportionally
-        present = {c: bool(f) for c, f in card.by_component.items()}
         if card.missing == "reweight":
-            present = {c: any(_known(signals.get(n)) for n, _ in f) for c, f in card.by_component.items()}
+            present = {c: any(_known(get(n)) for n, _ in f) for c, f in card.by_component.items()}
             if not any(present[c] and card.weights[c] > 0 for c in COMPONENTS):
                 present = {c: True for c in COMPONENTS}  # nothing known at all: fall back to neutral
-        total_w = sum(w for c, w in card.weights.items() if present[c] or not card.by_component[c])
-        cw = {c: (card.weights[c] / total_w if (present[c] or not card.by_component[c]) else 0.0) for c in COMPONENTS}
+            cw = card.component_weights(present)
+            weights = {c: round(w, 6) for c, w in cw.items()}
+        else:
+            present, cw, weights = None, card.full_cw, dict(card.full_rounded)
         components: dict[str, float] = {}
-        points: dict[str, float] = {}
+        shares: list[tuple[str, float, float]] = []
         losses: list[tuple[float, str, float]] = []
         total = 0.0
-        for comp, all_factors in card.by_component.items():
-            factors = [(n, spec) for n, spec in all_factors if spec.neutral is not None or _known(signals.get(n))]
-            fw = sum(spec.weight for _, spec in factors)
+        for comp, all_factors in card.plain.items():
+            if (known := card.fixed[comp]) is not None:
+                factors, fw = known
+            else:
+                factors = [f for f in all_factors if f[4] is not None or _known(get(f[0]))]
+                fw = sum(f[1] for f in factors)
             if not factors or fw <= 0:
                 components[comp] = 100.0
                 total += cw[comp] * 100.0
                 continue
-            if not present[comp]:
+            if present is not None and not present[comp]:
                 continue  # missing and re-weighted away: not shown, costs nothing
             acc = 0.0
-            for name, spec in factors:
-                raw = signals.get(name)
-                v = spec.value(raw)
-                acc += spec.weight * v
-                share = spec.weight / fw * cw[comp] * 100.0
-                points[name] = round(v * share, 4)
+            c_w = cw[comp]
+            for name, weight, lo, span, neutral in factors:
+                raw = get(name)
+                if raw is None or (isinstance(raw, float) and math.isnan(raw)):  # as FactorSpec.value
+                    v = 0.6 if neutral is None else neutral
+                else:
+                    v = min(1.0, max(0.0, (raw - lo) / span))
+                acc += weight * v
+                share = weight / fw * c_w * 100.0
+                shares.append((name, v, share))
                 loss = (1.0 - v) * share
                 if loss > 0.05:
                     losses.append((loss, name, float(raw) if raw is not None else float("nan")))
             value = 100.0 * acc / fw
             components[comp] = round(value, 2)
-            total += cw[comp] * value
+            total += c_w * value
         total = round(min(100.0, max(0.0, total)), 2)
         losses.sort(key=lambda t: (-t[0], t[1]))
-        reasons = [
-            Reason(factor=name, value=0.0 if math.isnan(raw) else round(raw, 4), impact=-round(loss, 2))
-            for loss, name, raw in losses[:6]
-        ]
-        return HealthResult(score=total, band=card.band(total), components=components, reasons=reasons,
-                            signals=signals, profile=profile, green_min=card.green_min, yellow_min=card.yellow_min,
-                            weights={c: round(w, 6) for c, w in cw.items()}, factor_points=points)
+        reasons = [ReasonItem(name, 0.0 if math.isnan(raw) else round(raw, 4), -round(loss, 2))
+                   for loss, name, raw in losses[:6]]
+        return Health(total, card.band(total), components, reasons, signals, profile, card.green_min,
+                      card.yellow_min, weights, shares)
