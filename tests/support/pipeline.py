@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from stream_app.state import layout
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore
 from stream_app.read.topics import read_topic
@@ -118,16 +119,21 @@ class Pipeline:
             name = key[len(prefix):].decode(errors="replace").replace(self.settings.topic_prefix, "<topics>.")
             if name == "epoch":  # when this deployment's state began: wall clock, by design
                 continue
+            if name.startswith(layout.FENCE):  # fencing counts assignments: restarts add some, by design
+                continue
             kind = self.redis.type(key)
             if kind == b"hash":
                 value: Any = self.redis.hgetall(key)
                 if name.startswith("p:"):  # partition progress: idle depends on fetch timing
                     value = {f: v for f, v in value.items() if f != b"idle"}
+                value.pop(layout.OWNER.encode(), None)  # the fence generation that last wrote it
             elif kind == b"zset":
                 value = self.redis.zrange(key, 0, -1, withscores=True)
             elif kind == b"string":
                 value = self.redis.get(key)
-                if name == "model:summary":
+                if name == layout.PARTITIONING:  # "<topic prefix>|<partitions>"
+                    value = value.replace(self.settings.topic_prefix.encode(), b"<topics>.")
+                elif name == "model:summary":
                     value = json.loads(value)
                 elif name.startswith("model:blob:"):
                     value = model_fingerprint(value)
