@@ -34,9 +34,9 @@ from stream_app.settings import Settings
 from stream_app.state.apply import apply_events, apply_save
 from stream_app.state.codec import OutboxEntry, ScoreSave, saved_order
 from stream_app.state.customer import CustomerState, Limits
-from stream_app.state.layout import Keys
+from stream_app.state.layout import ALREADY_APPLIED, DUPLICATE, Keys
 from stream_app.state.owned import FencedError, OwnedStates
-from stream_app.state.store import ALREADY_APPLIED, DUPLICATE, SourcedEvent, StateStore
+from stream_app.state.store import SourcedEvent, StateStore
 
 log = logging.getLogger(__name__)
 

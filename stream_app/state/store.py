@@ -1,12 +1,14 @@
-"""Per-customer rolling state in Redis: the atomic update, the reads, progress bookkeeping.
+"""Per-customer state in Redis, the durable store: the owned state's load and once-per-drain
+write, the reads, progress bookkeeping.
 
 Key and field names: :mod:`stream_app.state.layout`; what is encoded how:
-:mod:`stream_app.state.codec`.
+:mod:`stream_app.state.codec`; events are applied in the worker's memory (:mod:`stream_app.state.apply`,
+whose reference is ``lua/apply_events.lua``, kept for the differential test).
 
-Exactly-once effects: each customer's batch is applied by one Lua script that also checks
-and records, atomically, the source (partition, offset) per topic and the event_id digest.
-A redelivered message (crash, restart, rebalance) is recognised by its offset, a re-sent
-one by its event_id, so neither is counted twice.
+Exactly-once effects: a customer's state records, with its aggregates, the source
+(partition, offset) per topic and the event_id digests, and each customer's changes of a
+drain are written by one atomic script: a redelivered message (crash, restart, rebalance)
+is recognised by its offset, a re-sent one by its event_id, so neither is counted twice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
-import orjson
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 from redis.exceptions import NoScriptError
@@ -27,11 +28,9 @@ from stream_app.core import DAY_MS, RawCustomerState, text
 from stream_app.settings import Settings
 from stream_app.state import layout
 from stream_app.state.cluster import is_cluster, load_script
-from stream_app.state.codec import ScoreSave, encode_changes, encode_for_script
+from stream_app.state.codec import encode_changes, encode_for_script
 from stream_app.state.customer import CustomerState
 from stream_app.state.layout import CustomerKeys, Keys
-# the statuses, defined with the layout (``state.apply`` returns them too); the pipeline imports them from here
-from stream_app.state.layout import ALREADY_APPLIED, APPLIED, DUPLICATE  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -69,118 +68,11 @@ class StateStore:
         self.settings = settings
         self.prefix = settings.key_prefix
         self.names = Keys(self.prefix)
-        self._script_src = resources.files("stream_app.state").joinpath("lua/apply_events.lua").read_text()
-        self._sha: str | None = None
         self._owned_shas: dict[str, str] | None = None
-        self._static_argv = [
-            settings.max_window_days,
-            settings.dedupe_days,
-            settings.top_actions,
-            settings.ticket_retention_days,
-            settings.max_open_tickets,
-            settings.max_tracked_users,
-        ]
         self._retention_ms = settings.retention_days * DAY_MS
 
     def keys(self, customer_id: str) -> CustomerKeys:
         return self.names.customer(customer_id)
-
-    async def _load_script(self) -> str:
-        if self._sha is None:
-            self._sha = await self.redis.script_load(self._script_src)
-        return self._sha
-
-    async def apply(self, events: Sequence[SourcedEvent]) -> list[int]:
-        """Apply validated events; returns one status per event (input order).
-
-        Events are grouped by customer (order kept within a customer) and each group is
-        one atomic script call; all groups go in one pipelined round trip.
-        """
-        if not events:
-            return []
-        groups: dict[str, list[int]] = {}
-        for i, se in enumerate(events):
-            groups.setdefault(se.event.customer_id, []).append(i)
-        sha = await self._load_script()
-        weights = self.settings.priority_weights
-        calls = []
-        for cid, idx in groups.items():
-            payload = orjson.dumps([events[i].for_script(weights) for i in idx])
-            calls.append((self.keys(cid).script_keys(), payload))
-        # newest event time applied anywhere (the read side's "now"), in the same round trip
-        newest = max(se.event.ts_ms for se in events)
-        try:
-            results = await self._run(sha, calls, newest)
-        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load again once
-            self._sha = None
-            results = await self._run(await self._load_script(), calls, newest)
-        out = [0] * len(events)
-        for idx, res in zip(groups.values(), results):
-            for i, status in zip(idx, res):
-                out[i] = int(status)
-        return out
-
-    async def _run(self, sha: str, calls: list[tuple[list[str], bytes]], newest_ms: int) -> list[list[int]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, payload in calls:
-            pipe.evalsha(sha, len(keys), *keys, *self._static_argv, payload, b"", self._retention_ms)
-        pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest_ms)  # a monotone max: safe to repeat
-        results = await pipe.execute(raise_on_error=False)
-        for r in results:
-            if isinstance(r, Exception):  # NoScriptError included: the caller reloads the script
-                raise r
-        return results[:-1]
-
-    async def apply_and_read(
-        self, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]],
-        before: Sequence[tuple[str, tuple[Any, ...]]] = (), outbox_of: Sequence[str] = (), read: bool = True,
-    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
-        """One scoring round, one round trip: ``before`` (index updates that must precede the
-        saves), then per customer: save the score state of its previous event and apply its
-        next events (one atomic script) and read its state; and the outboxes of ``outbox_of``.
-        ``read=False`` (a drain's final save: nothing is scored after it) returns no states."""
-        sha = await self._load_script()
-        weights = self.settings.priority_weights
-        try:
-            return await self._apply_and_read(sha, calls, weights, before, outbox_of, read)
-        except NoScriptError:
-            self._sha = None
-            return await self._apply_and_read(await self._load_script(), calls, weights, before, outbox_of, read)
-
-    async def _apply_and_read(
-        self, sha: str, calls: Sequence[tuple[str, Sequence[SourcedEvent], ScoreSave | None]], weights: dict[str, int],
-        before: Sequence[tuple[str, tuple[Any, ...]]], outbox_of: Sequence[str], read: bool,
-    ) -> tuple[list[tuple[list[int], RawCustomerState]], dict[str, list[bytes]]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for command, args in before:
-            getattr(pipe, command)(*args)
-        for cid in outbox_of:
-            pipe.lrange(self.keys(cid).outbox, 0, -1)
-        newest = -1
-        for cid, events, save in calls:
-            k = self.keys(cid)
-            payload = orjson.dumps([se.for_script(weights) for se in events])
-            pipe.evalsha(sha, 7, *k.script_keys(), *self._static_argv, payload,
-                         save.encode() if save is not None else b"", self._retention_ms,
-                         b"1" if read else b"")
-            for se in events:
-                newest = max(newest, se.event.ts_ms)
-        if newest >= 0:
-            pipe.eval(_MAX_SCRIPT, 1, self.names.watermark, newest)
-        res = await pipe.execute(raise_on_error=False)
-        for r in res:
-            if isinstance(r, Exception):
-                raise r
-        res = res[len(before):]
-        outboxes = {cid: box for cid, box in zip(outbox_of, res) if box}
-        res = res[len(outbox_of):]
-        if not read:
-            return [], outboxes
-        out = []
-        for (cid, _, _), (status, main, days, seen, tickets, ndedupe) in zip(calls, res):
-            out.append(([int(x) for x in status], RawCustomerState(
-                cid, _pairs(main), _pairs(days), _pairs(seen), _pairs(tickets), int(ndedupe))))
-        return out, outboxes
 
     # --- owned state: load on first touch, write once per drain (``state.owned``) -------------
     async def load_customers(self, wanted: Sequence[tuple[str, int]]) -> list[CustomerState | None]:
