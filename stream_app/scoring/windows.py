@@ -8,8 +8,9 @@ the band it falls in (band ``j``: the smallest window holding its day, as in
 ``j`` counts in window ``j`` and every larger one). Integer sums are exact, so the result is
 the one the full recomputation gives, whatever the order of updates.
 
-Memory: the parsed buckets roughly double what a customer's state takes (some tens of kB for
-a customer active every day of a 90-day window); ``raw.derived = None`` drops them.
+Memory: about 1.5 times what the state's main, days and seen dicts take (measured: 37 kB
+against 25 kB per customer at the end of a 75-day simulated history); ``raw.derived = None``
+drops it.
 
 A bucket changed when its value is not the very ``str`` object seen last time: a state kept
 in memory across events (``state.customer.CustomerState``) keeps the objects of unchanged
