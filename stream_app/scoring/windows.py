@@ -5,8 +5,12 @@ Scoring runs per event, and between two events of one customer almost nothing ch
 day bucket of the event, a few scalars. :class:`WindowCache` keeps every bucket parsed with
 the band it falls in (band ``j``: the smallest window holding its day, as in
 ``aggregates.compute_windows_full``) and the integer sums of each window (a bucket of band
-``j`` counts in window ``j`` and every larger one). Integer sums are exact, so the result is the one the full
-recomputation gives, whatever the order of updates.
+``j`` counts in window ``j`` and every larger one). Integer sums are exact, so the result is
+the one the full recomputation gives, whatever the order of updates.
+
+Memory: about 1.5 times what the state's main, days and seen dicts take (measured: 37 kB
+against 25 kB per customer at the end of a 75-day simulated history); ``raw.derived = None``
+drops it.
 
 A bucket changed when its value is not the very ``str`` object seen last time: a state kept
 in memory across events (``state.customer.CustomerState``) keeps the objects of unchanged
@@ -53,13 +57,9 @@ def parse_vec(raw: str | None, n: int) -> list[int]:
     >>> parse_vec("1,2", 4), parse_vec("", 2), parse_vec("1,2,3", 2)
     ([1, 2, 0, 0], [0, 0], [1, 2, 3])
     """
-    v = [0] * n
-    if raw:
-        for i, x in enumerate(raw.split(",")):
-            if i < n:
-                v[i] = int(x)
-            else:
-                v.append(int(x))
+    v = list(map(int, raw.split(","))) if raw else []
+    if len(v) < n:
+        v.extend([0] * (n - len(v)))
     return v
 
 
@@ -186,32 +186,41 @@ class WindowCache:
         """Everything parsed and summed afresh (per band first, then accumulated outwards)."""
         self._clear(raw, today)
         self.slots = slots
-        nb, width, band = len(self.order), 2 + len(slots), self._band
-        act_b, days_b, users_b, feats_b = [[0] * width for _ in range(nb)], [0] * nb, [0] * nb, [0] * nb
+        nb, width, ages = len(self.order), 2 + len(slots), self.ages
+        n_ages = len(ages)
+        by_band: list[list[list[int]]] = [[] for _ in range(nb)]
+        days_b, users_b, feats_b = [0] * nb, [0] * nb, [0] * nb
         act, seen = self.act, self.seen
         for k, v in raw.days.items():
             d = int(k)
-            vec = parse_vec(v, width)
+            vec = list(map(int, v.split(","))) if v else []  # parse_vec, inline (the build parses every bucket)
+            if len(vec) < width:
+                vec.extend([0] * (width - len(vec)))
             active = any(vec[1:])
-            j = band(d)
+            age = today - d
+            j = ages[age] if 0 <= age < n_ages else -1
             act[k] = [v, d, vec, active, j]
             if j >= 0:
-                act_b[j] = [a + b for a, b in zip(act_b[j], vec)]
+                by_band[j].append(vec)
                 if active:
                     days_b[j] += 1
         for m, v in raw.seen.items():
             d = int(v)
             is_user = layout.is_user(m)
-            j = 0 if d > today else band(d)  # a member seen after "now" (a late event) counts in every window
+            age = today - d
+            # a member seen after "now" (a late event) counts in every window
+            j = 0 if age < 0 else (ages[age] if age < n_ages else -1)
             seen[m] = [v, is_user, d, j]
             if j >= 0:
                 (users_b if is_user else feats_b)[j] += 1
+        # each band's column sums (a bucket longer than the layout: its extra counts left out)
+        act_w = [[sum(col) for col in zip(*vecs)][:width] if vecs else [0] * width for vecs in by_band]
         for j in range(1, nb):
-            act_b[j] = [a + b for a, b in zip(act_b[j], act_b[j - 1])]
+            act_w[j] = [a + b for a, b in zip(act_w[j], act_w[j - 1])]
             days_b[j] += days_b[j - 1]
             users_b[j] += users_b[j - 1]
             feats_b[j] += feats_b[j - 1]
-        self.act_w, self.days_w, self.users_w, self.feats_w = act_b, days_b, users_b, feats_b
+        self.act_w, self.days_w, self.users_w, self.feats_w = act_w, days_b, users_b, feats_b
         self._sync_main(raw.main)
 
     def update(self, raw: RawCustomerState, today: int) -> None:
