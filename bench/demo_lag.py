@@ -88,7 +88,7 @@ async def sample(settings: Settings, customers: int, days: int, speed: float, du
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=300)
-    ap.add_argument("--days", type=int, default=660, help="simulated days available (the run stops at --duration)")
+    ap.add_argument("--days", type=int, default=120, help="simulated days (the demo's default; the simulator starts on 2026-01-01, and days past the wall clock are rejected as future events)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated days per second (the demo's default)")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds measured after the first handled event")
     args = ap.parse_args()

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     risk_alert_threshold: float = Field(default=0.25, gt=0, lt=1, description="churn_risk alert when the probability reaches this")
     risk_alert_exit: float = Field(default=0.15, gt=0, lt=1, description="... and the episode ends below this (hysteresis)")
     score_publish_delta: float = Field(default=2.0, ge=0, description="cs.scores on a change of at least this many points")
-    label_resolve_interval_s: float = Field(default=1.0, ge=0, description="How often the learner checks for days to complete")
+    label_resolve_interval_s: float = Field(default=0.2, ge=0, description="How often the learner checks for days to complete (events past an event-time midnight wait for that day's checkpoint: short keeps the wait out of the p99)")
     state_cache_customers: int = Field(default=50_000, ge=1, description="Customers whose state a worker keeps in memory (least recently used beyond this are dropped and reloaded from Redis on their next event; ~60 KB each with their window sums)")
     score_tick_s: float = Field(default=0.0, ge=0, le=86400, description="0: score after every event; > 0: score each customer once per tick of event time (faster backfills; the tick is part of the result)")
     model_lag_days: int = Field(default=1, ge=1, le=30, description="Events of day d are scored with the model checkpoint of day d - this (deterministic replays)")

@@ -155,7 +155,9 @@ def wire_lifecycle(app: faust.App, runtime: Runtime) -> None:
             await runtime.current_ingestor.revoke(tps)
             runtime.forget(tps)
 
-    @app.timer(0.25, name="stream_app.pump")
+    # short: records waiting for the model gate (an event-time midnight) or for another
+    # partition's progress are released this soon after it moves (the p99 latency)
+    @app.timer(0.05, name="stream_app.pump")
     async def pump() -> None:
         # releases what became releasable without new input (the learner completed a day,
         # another worker's progress moved the watermark); with nothing held too: the
