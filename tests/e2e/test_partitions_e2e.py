@@ -50,7 +50,7 @@ def events(phase: int) -> list[str]:
 
 
 def test_migrate_two_to_six_partitions_loses_and_double_counts_nothing(
-        e2e_env: dict[str, str], tmp_path: Path, redis_url: str) -> None:
+        e2e_env: dict[str, str], tmp_path: Path) -> None:
     old = {**e2e_env, "TOPIC_PARTITIONS": "2"}
     new = {**e2e_env, "TOPIC_PARTITIONS": "6", "TOPIC_PREFIX": "n" + e2e_env["TOPIC_PREFIX"]}
     first, second = events(0), events(1)
@@ -97,7 +97,9 @@ def test_migrate_two_to_six_partitions_loses_and_double_counts_nothing(
     finally:
         stop(worker)
 
-    r = redis.Redis.from_url(redis_url)
+    # the Redis the worker wrote to: the test Redis, or the cluster of the cluster variant
+    on_cluster = e2e_env["REDIS_CLUSTER"] == "true"
+    r = (redis.RedisCluster.from_url(e2e_env["REDIS_URL"]) if on_cluster else redis.Redis.from_url(e2e_env["REDIS_URL"]))
     keys = Keys(e2e_env["KEY_PREFIX"])
     expected = {c: 0 for c in CUSTOMERS}
     for text in first + second:
