@@ -104,12 +104,11 @@ async def record(args: argparse.Namespace) -> None:
     calls: list[tuple[Any, ...]] = []
     real = scorer_module.score_one
 
-    def capture(rules: Any, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any, model: Any,
-                box_facts: bool = False) -> Scored:
+    def capture(rules: Any, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any, model: Any) -> Scored:
         copy = RawCustomerState(raw.customer_id, dict(raw.main), dict(raw.days), dict(raw.seen), dict(raw.tickets),
                                 raw.dedupe_days)
-        out = real(rules, raw, now_ms, key, triggers, model, box_facts)
-        calls.append((copy, now_ms, key, list(triggers), model, box_facts, scored_bytes(out)))
+        out = real(rules, raw, now_ms, key, triggers, model)
+        calls.append((copy, now_ms, key, list(triggers), model, scored_bytes(out)))
         return out
 
     scorer_module.score_one = capture  # type: ignore[assignment]
@@ -171,7 +170,7 @@ def time_calls(args: argparse.Namespace) -> None:
         live: dict[str, RawCustomerState] = {}
         spent = 0.0
         mismatches = 0
-        for raw, now_ms, key, triggers, model, box_facts, expected in calls:
+        for raw, now_ms, key, triggers, model, expected in calls:
             if args.persistent:
                 target = live.get(raw.customer_id)
                 if target is None:
@@ -181,7 +180,7 @@ def time_calls(args: argparse.Namespace) -> None:
                 target = RawCustomerState(raw.customer_id, dict(raw.main), dict(raw.days), dict(raw.seen),
                                           dict(raw.tickets), raw.dedupe_days)
             t0 = time.thread_time()
-            out = score_one(rules, target, now_ms, key, triggers, model, box_facts)
+            out = score_one(rules, target, now_ms, key, triggers, model)
             spent += time.thread_time() - t0
             if rep == 0 and scored_bytes(out) != expected:
                 mismatches += 1

@@ -63,19 +63,6 @@ class Drain:
         for cid in customers:
             self.pf_items.pop(cid, None)
 
-    @classmethod
-    def join(cls, lanes: list[Drain]) -> Drain:
-        out = cls()
-        for lane in lanes:
-            out.alerts += lane.alerts
-            out.scores += lane.scores
-            out.boxed |= lane.boxed
-            out.pf_items.update(lane.pf_items)
-            out.replayed += lane.replayed
-            out.before += lane.before
-            out.newest_ms = max(out.newest_ms, lane.newest_ms)
-        return out
-
 
 class DrainCommit:
     """Commits a drain (see the module): portfolio -> save -> epoch check -> publish -> clear outboxes."""

@@ -15,8 +15,7 @@ from schemas import Alert, Reason, ScoreSnapshot
 from stream_app.core import DAY_MS, RawCustomerState
 from stream_app.model.churn import ChurnModel
 from stream_app.model.features import LEVEL_FEATURE, behaviour_features, encode_features, features_from
-from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem, encode_scoring
-from stream_app.portfolio.periods import month_of
+from stream_app.portfolio.assess import PortfolioAssessor, PortfolioItem
 from stream_app.portfolio.segment_days import encode_observation
 from stream_app.scoring.aggregates import aggregates_of
 from stream_app.scoring.alerts import AlertConfig, AlertState, Trigger, evaluate
@@ -80,10 +79,9 @@ class Scored:
 
 
 def score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: tuple[int, int, int, int],
-              triggers: list[Trigger], model: ChurnModel, box_facts: bool = False) -> Scored:
+              triggers: list[Trigger], model: ChurnModel) -> Scored:
     """Score one customer as of ``now_ms`` (the event's order key time) with ``model`` (the
-    checkpoint of its day); ``box_facts``: put the scoring's portfolio month facts in the
-    outbox too (see ``Scorer._lane``)."""
+    checkpoint of its day)."""
     cid = raw.customer_id
     main = raw.main
     today = now_ms // DAY_MS
@@ -158,8 +156,5 @@ def score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: tuple[
         # so a crash before it reaches pf:obs cannot lose it to a later scoring
         box.append(OutboxEntry.OBSERVATION.entry(encode_observation(now_ms, pf.features)))
     item = rules.portfolio.item(cid, now_ms, raw, health, pf)  # portfolio (issue 7)
-    if box_facts and rules.portfolio_enabled:
-        box.append(OutboxEntry.FACTS.entry(
-            encode_scoring(now_ms, item.scores[month_of(now_ms)], pf.features).decode()))
     save = ScoreSave(today, int(round(health.score * 10)), fields, snap_day, snap_text, outbox=box)
     return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4), item)

@@ -17,8 +17,6 @@ from stream_app.core import DAY_MS, RawCustomerState
 from stream_app.model.features import LEVEL_FEATURE, behaviour_features, encode_features, features_from
 from stream_app.pipeline import scorer as scorer_module
 from stream_app.pipeline.score import Scored, ScoreRules, score_one
-from stream_app.portfolio.assess import encode_scoring
-from stream_app.portfolio.periods import month_of
 from stream_app.portfolio.segment_days import encode_observation
 from stream_app.scoring.aggregates import compute_aggregates_full
 from stream_app.scoring.alerts import evaluate
@@ -75,8 +73,8 @@ def reference_health(card: Scorecard, signals: dict[str, Any], profile: str | No
                         weights={comp: round(w, 6) for comp, w in cw.items()}, factor_points=points)
 
 
-def reference_score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any, model: Any,
-                        box_facts: bool) -> Scored:
+def reference_score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any,
+                        model: Any) -> Scored:
     cid, main, today = raw.customer_id, raw.main, now_ms // DAY_MS
     agg = compute_aggregates_full(raw, now_ms, rules.windows_days)
     behaviour = behaviour_features(agg, main)
@@ -120,9 +118,6 @@ def reference_score_one(rules: ScoreRules, raw: RawCustomerState, now_ms: int, k
     if today > last_day and pf.learn and rules.portfolio_enabled:
         box.append(OutboxEntry.OBSERVATION.entry(encode_observation(now_ms, pf.features)))
     item = rules.portfolio.item(cid, now_ms, raw, health, pf)
-    if box_facts and rules.portfolio_enabled:
-        box.append(OutboxEntry.FACTS.entry(
-            encode_scoring(now_ms, item.scores[month_of(now_ms)], pf.features).decode()))
     save = ScoreSave(today, int(round(health.score * 10)), fields, snap_day, snap_text, outbox=box)
     return Scored(new_alerts, score, pending, save, None if cancelled else round(p, 4), item)
 
@@ -156,13 +151,12 @@ async def test_score_one_equals_the_reference_on_every_scoring(settings: Setting
     compared = {"calls": 0, "alerts": 0, "published": 0}
     kept: dict[str, RawCustomerState] = {}
 
-    def checked(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any, model: Any,
-                box_facts: bool = False) -> Scored:
-        want = as_bytes(reference_score_one(rules, copy_of(raw), now_ms, key, triggers, model, box_facts))
+    def checked(rules: ScoreRules, raw: RawCustomerState, now_ms: int, key: Any, triggers: Any, model: Any) -> Scored:
+        want = as_bytes(reference_score_one(rules, copy_of(raw), now_ms, key, triggers, model))
         live = kept.setdefault(raw.customer_id, RawCustomerState(raw.customer_id))
         sync_into(live, raw)
-        assert as_bytes(score_one(rules, live, now_ms, key, triggers, model, box_facts)) == want
-        out = score_one(rules, raw, now_ms, key, triggers, model, box_facts)
+        assert as_bytes(score_one(rules, live, now_ms, key, triggers, model)) == want
+        out = score_one(rules, raw, now_ms, key, triggers, model)
         assert as_bytes(out) == want
         compared["calls"] += 1
         compared["alerts"] += len(out.alerts)
