@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from stream_app.core import DAY_MS, RawCustomerState
-from stream_app.scoring.windows import BUCKET_KINDS, parse_vec, window_cache
+from stream_app.scoring.windows import BUCKET_KINDS, mrr_at, parse_vec, window_cache
 from stream_app.state import layout
 
 
@@ -234,23 +234,14 @@ def _window(window: int, slot_names: list[str], act: list[int], active_days: int
 
 
 def _mrr_at_window_start(main: dict[str, str], start_day: int) -> int | None:
-    """MRR (cents) in force when the window opened: the newest change point before it,
-    else the first one inside it (a customer younger than the window)."""
-    before: tuple[int, int] | None = None
-    first_inside: tuple[int, int] | None = None
+    """MRR (cents) in force when the window opened (``windows.mrr_at`` over the main hash's points)."""
+    points = []
     for f, val in main.items():
         bucket = layout.day_bucket(f, layout.MRR_POINT_DAY)
-        if bucket is None:
-            continue
-        ts_s, cents_s, *_ = val.split(",")  # "ts,cents[,active]"
-        point = (int(ts_s), int(cents_s))
-        if bucket[1] < start_day:
-            if before is None or point[0] > before[0]:
-                before = point
-        elif first_inside is None or point[0] < first_inside[0]:
-            first_inside = point
-    chosen = before or first_inside
-    return chosen[1] if chosen else None
+        if bucket is not None:
+            ts_s, cents_s, *_ = val.split(",")  # "ts,cents[,active]"
+            points.append((bucket[1], (int(ts_s), int(cents_s))))
+    return mrr_at(points, start_day)
 
 
 def compute_aggregates_full(raw: RawCustomerState, now_ms: int | None, windows_days: list[int]) -> CustomerAggregates:

@@ -37,6 +37,7 @@ points, each in the hash's field order (as ``state.codec`` reads them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from stream_app.core import RawCustomerState
@@ -360,18 +361,27 @@ class WindowCache:
         return self.act_w, self.days_w, self.users_w, self.feats_w, self.rows_w[0], self.rows_w[1], self.rows_w[2]
 
     def mrr_at(self, start_day: int) -> int | None:
-        """MRR (cents) in force when a window opened on ``start_day``: the newest change point
-        before it, else the first one inside it (a customer younger than the window)."""
-        before: tuple[int, int] | None = None
-        first_inside: tuple[int, int] | None = None
-        for day, point in self.points:
-            if day < start_day:
-                if before is None or point[0] > before[0]:
-                    before = point
-            elif first_inside is None or point[0] < first_inside[0]:
-                first_inside = point
-        chosen = before or first_inside
-        return chosen[1] if chosen else None
+        return mrr_at(self.points, start_day)
+
+
+def mrr_at(points: Iterable[tuple[int, tuple[int, int]]], start_day: int) -> int | None:
+    """MRR (cents) in force when a window opened on ``start_day``, from the MRR change points
+    ``(day, (ts, cents))``: the newest before it, else the first one inside it (a customer
+    younger than the window).
+
+    >>> mrr_at([(3, (300, 900)), (10, (1000, 1200))], 5), mrr_at([(10, (1000, 1200))], 5)
+    (900, 1200)
+    """
+    before: tuple[int, int] | None = None
+    first_inside: tuple[int, int] | None = None
+    for day, point in points:
+        if day < start_day:
+            if before is None or point[0] > before[0]:
+                before = point
+        elif first_inside is None or point[0] < first_inside[0]:
+            first_inside = point
+    chosen = before or first_inside
+    return chosen[1] if chosen else None
 
 
 def window_cache(raw: RawCustomerState, windows: list[int], today: int) -> WindowCache:
