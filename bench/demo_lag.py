@@ -32,8 +32,15 @@ from stack import git_commit  # noqa: E402
 from stream_app.pipeline.clients import redis_client  # noqa: E402
 from stream_app.settings import Settings, all_topics  # noqa: E402
 from stream_app.state.store import StateStore, delete_prefix  # noqa: E402
-from stream_app.tools.demo import DemoStats, _worker_env, produce_simulation, start_worker, stop_process  # noqa: E402
-from stream_app.tools.embedded import EmbeddedBroker, EmbeddedRedis, ensure_topics, free_port, redis_reachable  # noqa: E402
+from stream_app.tools.demo import (  # noqa: E402
+    DemoStats,
+    _worker_env,
+    produce_simulation,
+    start_services,
+    start_worker,
+    stop_process,
+)
+from stream_app.tools.embedded import ensure_topics, free_port  # noqa: E402
 
 
 async def sample(settings: Settings, customers: int, days: int, speed: float, duration: float,
@@ -96,16 +103,7 @@ def main() -> int:
     started: list[object] = []
     worker = None
     try:
-        broker_url = base.broker_url
-        if not broker_url:
-            broker = EmbeddedBroker().start()
-            started.append(broker)
-            broker_url = broker.url
-        redis_url = base.redis_url if base.redis_url and redis_reachable(base.redis_url) else None
-        if redis_url is None:
-            embedded = EmbeddedRedis().start()
-            started.append(embedded)
-            redis_url = embedded.url
+        broker_url, redis_url = start_services(base, started)
         run = uuid.uuid4().hex[:8]
         settings = base.model_copy(update={"broker_url": broker_url, "redis_url": redis_url, "web_port": free_port(),
                                            "topic_prefix": f"lag{run}.", "key_prefix": f"bench:lag{run}:"})

@@ -287,23 +287,30 @@ async def _live(settings: Settings, customers: int, days: int, speed: float, dur
             await dash.runner.cleanup()  # type: ignore[attr-defined]
 
 
+def start_services(settings: Settings, started: list[object]) -> tuple[str, str]:
+    """(broker URL, Redis URL): ``BROKER_URL`` / ``REDIS_URL`` when set (and Redis answers),
+    else embedded ones, started here and appended to ``started`` (stop them in reverse order)."""
+    broker_url = settings.broker_url
+    if not broker_url:
+        broker = EmbeddedBroker().start()
+        started.append(broker)
+        broker_url = broker.url
+        console.print(f"[green]started embedded Kafka-protocol broker[/green] {broker.bootstrap}")
+    redis_url = settings.redis_url
+    if not redis_url or not redis_reachable(redis_url):
+        embedded = EmbeddedRedis().start()
+        started.append(embedded)
+        redis_url = embedded.url
+        console.print(f"[green]started embedded Redis[/green] {redis_url}")
+    return broker_url, redis_url
+
+
 def run_demo(customers: int, days: int, speed: float, duration: float | None) -> int:
     settings = Settings()
     started: list[object] = []
     worker: subprocess.Popen[bytes] | None = None
     try:
-        broker_url = settings.broker_url
-        if not broker_url:
-            broker = EmbeddedBroker().start()
-            started.append(broker)
-            broker_url = broker.url
-            console.print(f"[green]started embedded Kafka-protocol broker[/green] {broker.bootstrap}")
-        redis_url = settings.redis_url
-        if not redis_url or not redis_reachable(redis_url):
-            embedded = EmbeddedRedis().start()
-            started.append(embedded)
-            redis_url = embedded.url
-            console.print(f"[green]started embedded Redis[/green] {redis_url}")
+        broker_url, redis_url = start_services(settings, started)
         # WEB_PORT (default 6066) if free, else any free port
         web_port = settings.web_port if not port_open("127.0.0.1", settings.web_port) else free_port()
         settings = settings.model_copy(update={"broker_url": broker_url, "redis_url": redis_url, "web_port": web_port})
