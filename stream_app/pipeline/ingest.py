@@ -169,14 +169,18 @@ class Ingestor:
         """Partitions now owned elsewhere: forget their held records (re-fetched there).
         Waits for the batch in hand, so nothing of a revoked partition is applied after."""
         async with self._lock:
-            for tp in tps:
-                self._loaded.discard(tp)
-                self._fresh.pop(tp, None)
-                if self._assigned is not None:
-                    self._assigned.discard(tp)
-                if tp[1] in self.groups:
-                    self.groups[tp[1]].drop({tp})
-            self.scorer.owned.release({tp[1] for tp in tps})
+            self._forget(tps)
+
+    def _forget(self, tps: set[TP]) -> None:
+        """No longer this worker's: the partitions' bookkeeping, held records and customers."""
+        for tp in tps:
+            self._loaded.discard(tp)
+            self._fresh.pop(tp, None)
+            if self._assigned is not None:
+                self._assigned.discard(tp)
+            if tp[1] in self.groups:
+                self.groups[tp[1]].drop({tp})
+        self.scorer.owned.release({tp[1] for tp in tps})
 
     def _fenced(self, groups: set[int]) -> None:
         """Another worker owns these partition groups now (a rebalance this worker has not
@@ -184,12 +188,7 @@ class Ingestor:
         and their customers leave this worker's memory."""
         log.error("partition groups %s are owned by another worker now: dropping them until reassigned",
                   sorted(groups))
-        tps = {tp for tp in (self._assigned or set()) | self._loaded if tp[1] in groups}
-        for tp in tps:
-            self._loaded.discard(tp)
-            self._fresh.pop(tp, None)
-            if self._assigned is not None:
-                self._assigned.discard(tp)
+        self._forget({tp for tp in (self._assigned or set()) | self._loaded if tp[1] in groups})
         for g in groups:
             self.groups.pop(g, None)
         self.scorer.owned.release(groups)
